@@ -1,1 +1,41 @@
-"""convdrop."""
+"""convdrop: structured dropout for convolutional networks, done right.
+
+DropBlock 1d/2d/3d exact to the paper (arXiv 1810.12890) with a calibrated drop
+rate, spatial dropout, dropout and Cutout, as functions and thin modules.
+"""
+
+from convdrop.functional import (
+    block_mask,
+    cutout,
+    cutout_mask,
+    drop_block,
+    dropout,
+    spatial_dropout,
+)
+from convdrop.layers import (
+    Cutout,
+    DropBlock1d,
+    DropBlock2d,
+    DropBlock3d,
+    Dropout,
+    Regularizer,
+    SpatialDropout,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cutout",
+    "DropBlock1d",
+    "DropBlock2d",
+    "DropBlock3d",
+    "Dropout",
+    "Regularizer",
+    "SpatialDropout",
+    "block_mask",
+    "cutout",
+    "cutout_mask",
+    "drop_block",
+    "dropout",
+    "spatial_dropout",
+]

@@ -78,10 +78,19 @@ def check_scale(scale: str) -> str:
     return scale
 
 
-def check_generator(generator: object) -> None:
-    """Raise ``TypeError`` unless ``generator`` is None or a ``torch.Generator``."""
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+def check_generator(generator: object, device: torch.device | None = None) -> None:
+    """Raise unless ``generator`` is None or a ``torch.Generator`` on ``device``'s type."""
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator or None, got {type(generator).__name__}"
+        )
+    if device is not None and generator.device.type != device.type:
+        raise ValueError(
+            f"generator is on {generator.device.type} but the tensor is on {device.type}; "
+            f"expected a generator created with torch.Generator(device='{device.type}')"
+        )
 
 
 def check_positive_int(value: object, name: str) -> int:
