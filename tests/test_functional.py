@@ -192,7 +192,7 @@ def test_cutout_patch_positions_and_clipping():
     (lambda x: drop_block(x, float("nan"), 3), r"p must be a probability .* got nan"),
     (lambda x: drop_block(x, 0.1, 0), r"block_size entries must be ints >= 1, got 0"),
     (lambda x: drop_block(x, 0.1, (3, 3, 3)), r"tuple of 2 ints .* got \(3, 3, 3\)"),
-    (lambda x: drop_block(x[0], 0.1, 3), r"x must have 3 \(N, C, L\) or 4 .* got shape"),
+    (lambda x: drop_block(x[0, 0], 0.1, 3), r"x must have 3 \(N, C, L\) or 4 .* got shape"),
     (lambda x: drop_block(x, 0.1, 3, scale="mean"), r"scale must be one of .* got 'mean'"),
     (lambda x: block_mask((2, 3), 0.1, 3), r"shape must have .* got shape \(2, 3\)"),
     (lambda x: cutout(x, 2, count=0), r"count must be an int >= 1, got 0"),
