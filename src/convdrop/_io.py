@@ -1,0 +1,58 @@
+"""Atomic file writes: a crash or Ctrl-C never leaves a half-written result.
+
+Each writer writes a temporary file in the destination's folder, flushes it to
+disk, then ``os.replace``-s it over the destination (atomic on POSIX and Windows).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write(handle)`` on a temp file next to ``path``, then move it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Atomically write UTF-8 text."""
+    return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Atomically write indented JSON."""
+    return write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def write_csv(path: Path, rows: Iterable[Mapping[str, Any]], fieldnames: list[str]) -> Path:
+    """Atomically write rows as CSV with a header."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fieldnames, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text(path, buffer.getvalue())
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """Rows of a CSV file as dicts of strings."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))

@@ -1,0 +1,132 @@
+"""One training run (a method and a seed): the unit that ``compare`` grids and ``train`` runs.
+
+A run directory holds ``metrics.csv`` (one row per epoch), ``checkpoint.pt`` while
+the run is unfinished, and ``result.json`` once it ends. All writes are atomic, so
+an interrupted run resumes from its last finished epoch, and a finished one is
+skipped. ``result.json`` records the run's settings hash: a directory that holds
+results of other settings is an error, never silently overwritten.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from convdrop import _io
+from convdrop.experiment import ExperimentSpec
+
+METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "drop_rate", "lr",
+                 "seconds"]
+
+Progress = Callable[[int, int], None]  # (epochs done, epochs in total)
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Files of one run."""
+
+    root: Path
+
+    @staticmethod
+    def of(out_dir: Path, method: str, seed: int) -> RunPaths:
+        return RunPaths(Path(out_dir) / "runs" / method / f"seed{seed}")
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.csv"
+
+    @property
+    def result(self) -> Path:
+        return self.root / "result.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / "checkpoint.pt"
+
+
+def finished_result(paths: RunPaths, run_key: str) -> dict[str, Any] | None:
+    """The stored result if this run already finished with the same settings."""
+    if not paths.result.is_file():
+        return None
+    result = json.loads(paths.result.read_text(encoding="utf-8"))
+    if result.get("run_key") != run_key:
+        raise ValueError(
+            f"{paths.root} holds a run with other settings (run_key {result.get('run_key')} "
+            f"!= {run_key}); choose another --out, or delete that folder to rerun it"
+        )
+    return result
+
+
+@functools.lru_cache(maxsize=4)
+def _datasets(data: str, train_size: int | None, seed: int):  # noqa: ANN202
+    from convdrop.data import load_dataset, normalize
+
+    return normalize(load_dataset(data, train_size=train_size, seed=seed))
+
+
+def load_run_data(spec: ExperimentSpec, seed: int):  # noqa: ANN201
+    """Normalized splits; seed k draws training subset k (the same for every method)."""
+    return _datasets(spec.data, spec.train_size, seed if spec.train_size else 0)
+
+
+def execute(
+    spec: ExperimentSpec, method: str, seed: int, out_dir: Path, *,
+    device: str | None = None, progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Train one run to the end (resuming if a checkpoint exists) and return its result."""
+    from convdrop.training import Trainer
+
+    paths = RunPaths.of(out_dir, method, seed)
+    run_key = spec.run_key(method)
+    done = finished_result(paths, run_key)
+    if done is not None:
+        if progress:
+            progress(spec.epochs, spec.epochs)
+        return done
+    started = time.perf_counter()
+    trainer = Trainer.create(spec, method, seed, device=device or spec.device)
+    base = {"method": method, "seed": seed, "run_key": run_key, "epochs": spec.epochs,
+            "world_size": trainer.world_size}
+    try:
+        rows = trainer.fit(paths, progress=progress)
+    except Exception as err:  # NaN loss or another failure: record it, other runs go on
+        from convdrop.engine import NonFiniteLossError
+
+        if not isinstance(err, NonFiniteLossError):
+            raise
+        result = {**base, "status": "failed", "error": str(err)}
+    else:
+        final = trainer.final_scores()
+        result = {**base, "status": "ok", "error": None, **final,
+                  "val_acc": rows[-1]["val_acc"] if rows else None}
+    result["seconds"] = round(time.perf_counter() - started, 2)
+    if trainer.is_writer:
+        _io.write_json(paths.result, result)
+        paths.checkpoint.unlink(missing_ok=True)
+    return result
+
+
+def read_metrics(paths: RunPaths) -> list[dict[str, float]]:
+    """Per-epoch rows of a run as floats (empty if it has none yet)."""
+    if not paths.metrics.is_file():
+        return []
+    return [{k: float(v) for k, v in row.items() if v != ""} for row in _io.read_csv(paths.metrics)]
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Atomic ``torch.save``."""
+    _io.atomic_write(path, lambda handle: torch.save(state, handle))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The checkpoint's state, loaded safely (``weights_only=True``), or None."""
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)
