@@ -56,8 +56,13 @@ def _execute_reporting(spec_json: str, method: str, seed: int, out: str, device:
 
 def run_grid(spec: ExperimentSpec, out: Path, *, show_progress: bool = True) -> list[dict]:
     """Run (or resume) every run of the grid; returns their results in grid order."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.progress import TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     runs = grid(spec)
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/"

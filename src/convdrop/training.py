@@ -30,8 +30,15 @@ from convdrop.engine import (
 )
 from convdrop.experiment import ExperimentSpec
 from convdrop.layers import Regularizer
-from convdrop.run import METRIC_FIELDS, Progress, RunPaths, load_checkpoint, load_run_data
-from convdrop.run import read_metrics, save_checkpoint
+from convdrop.run import (
+    METRIC_FIELDS,
+    Progress,
+    RunPaths,
+    load_checkpoint,
+    load_run_data,
+    read_metrics,
+    save_checkpoint,
+)
 
 
 def current_drop_rate(model: nn.Module) -> float:
