@@ -1,0 +1,383 @@
+"""Statistics and tables for the experiment runner: pure functions, honest reporting.
+
+Each method is summarized over its seeds (mean ± sample std) and compared with the
+control by a two-sided Welch t-test on test accuracy: a 95 % confidence interval
+for the difference of means and a p-value. "No significant difference" is a result
+and the tables say so in words. Failed runs are left out of every statistic but
+counted and listed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from scipy import stats
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+__all__ = [
+    "MethodSummary", "Welch", "atomic_write_bytes", "atomic_write_text", "render_rich",
+    "render_table", "significance_sentence", "summarize", "welch", "write_report",
+    "write_summary_csv",
+]
+
+ALPHA = 0.05  # significance level for the asterisk and the sentence
+CONFIDENCE = 0.95  # level of the interval for the difference of means
+STATUSES = ("ok", "failed")
+FORMATS = ("markdown", "text")
+HEADERS = ("method", "n", "test acc (%)", "train acc (%)", "gap (pp)",
+           "Δ vs control (pp) [95 % CI]", "p-value")
+CSV_COLUMNS = ("method", "n", "n_failed", "test_mean", "test_std", "train_mean", "train_std",
+               "gap_mean", "gap_std", "diff", "ci_low", "ci_high", "t", "df", "p_value")
+HOW_TO_READ = (
+    "Accuracies are mean ± standard deviation across seeds, so the ± shows how much a "
+    "single run varies, not how precisely the mean is known. The gap is train minus test "
+    "accuracy, computed per run. Δ is the method's mean test accuracy minus the control's, "
+    "in percentage points; its 95 % confidence interval (Welch) is for that difference of "
+    "means, and an interval that contains 0 means the data cannot tell the two apart. With "
+    "few seeds the intervals are wide and small real effects go undetected; p-values are "
+    "not corrected for testing several methods, so at α = 0.05 about one comparison in "
+    "twenty comes out significant by chance alone."
+)
+
+
+@dataclass(frozen=True)
+class Welch:
+    """Welch's unequal-variance t-test of mean(a) - mean(b)."""
+
+    diff: float  # mean(a) - mean(b); NaN when a group is empty
+    ci_low: float  # confidence interval of diff (t quantile, Welch–Satterthwaite df)
+    ci_high: float
+    t: float  # diff / standard error
+    df: float  # Welch–Satterthwaite degrees of freedom
+    p_value: float  # two-sided; NaN when a group has n < 2
+
+    def significant(self, alpha: float = ALPHA) -> bool:
+        return self.p_value < alpha  # False for NaN
+
+
+def _values(xs: Sequence[float], name: str) -> np.ndarray:
+    array = np.asarray(xs, dtype=np.float64).reshape(-1)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} must hold finite numbers, got {list(xs)!r}")
+    return array
+
+
+def welch(a: Sequence[float], b: Sequence[float], *, confidence: float = CONFIDENCE) -> Welch:
+    """Two-sided Welch t-test and confidence interval for mean(a) - mean(b).
+
+    Matches ``scipy.stats.ttest_ind(a, b, equal_var=False)``. Edge cases, without
+    warnings: a group with n < 2 gives the difference with NaN interval, t, df and p.
+    When both groups are constant the difference is known exactly: the interval
+    collapses to it, df is NaN, and p is 0 if it is non-zero, else 1.
+    """
+    xa, xb = _values(a, "a"), _values(b, "b")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    nan = math.nan
+    if xa.size == 0 or xb.size == 0:
+        return Welch(nan, nan, nan, nan, nan, nan)
+    if xa.size < 2 or xb.size < 2:
+        return Welch(float(xa.mean() - xb.mean()), nan, nan, nan, nan, nan)
+    if np.ptp(xa) == 0 and np.ptp(xb) == 0:  # exact test on the values: means can round
+        diff = float(xa[0] - xb[0])
+        return Welch(diff, diff, diff, math.copysign(math.inf, diff) if diff else 0.0, nan,
+                     0.0 if diff else 1.0)
+    va, vb = xa.var(ddof=1) / xa.size, xb.var(ddof=1) / xb.size
+    se = math.sqrt(va + vb)
+    df = float((va + vb) ** 2 / (va**2 / (xa.size - 1) + vb**2 / (xb.size - 1)))
+    diff = float(xa.mean() - xb.mean())
+    t = diff / se
+    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
+    return Welch(diff, diff - half, diff + half, t, df, float(2 * stats.t.sf(abs(t), df)))
+
+
+@dataclass(frozen=True)
+class MethodSummary:
+    """One method over its seeds. Accuracies are fractions in [0, 1]."""
+
+    method: str
+    n: int  # successful runs in the statistics
+    n_failed: int  # failed runs, left out of the statistics
+    test_mean: float  # NaN when n == 0
+    test_std: float  # sample std across seeds (ddof=1); NaN when n < 2
+    train_mean: float
+    train_std: float
+    gap_mean: float  # train - test accuracy, per run, then averaged
+    gap_std: float
+    vs_control: Welch | None  # test accuracy minus control's; None for control / no control
+    is_control: bool = False
+    seeds: tuple[int, ...] = ()  # of the successful runs, in input order
+    test_accs: tuple[float, ...] = ()  # one per seed
+    train_accs: tuple[float, ...] = ()
+    failures: tuple[tuple[int, str], ...] = ()  # (seed, error) of failed runs
+
+    @property
+    def gaps(self) -> tuple[float, ...]:
+        return tuple(tr - te for tr, te in zip(self.train_accs, self.test_accs))
+
+
+def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
+    if not xs:
+        return math.nan, math.nan
+    array = np.asarray(xs, dtype=np.float64)
+    return float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else math.nan
+
+
+def _accuracy(run: Mapping, key: str) -> float:
+    value = run.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"{key} of run {run.get('method')!r} seed {run.get('seed')!r} must be "
+                         f"an accuracy in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _group(results: Sequence[Mapping]) -> dict[str, list[Mapping]]:
+    groups: dict[str, list[Mapping]] = {}
+    seen: set[tuple[str, object]] = set()
+    for run in results:
+        method, status = run.get("method"), run.get("status")
+        if not isinstance(method, str) or not method:
+            raise ValueError(f"method must be a non-empty string, got {method!r} in {run!r}")
+        if status not in STATUSES:
+            raise ValueError(f"status of run {method!r} seed {run.get('seed')!r} must be one "
+                             f"of {STATUSES}, got {status!r}")
+        if status == "ok" and (method, run.get("seed")) in seen:
+            raise ValueError(f"run {method!r} seed {run.get('seed')!r} succeeded twice; "
+                             f"expected one successful run per method and seed")
+        if status == "ok":
+            seen.add((method, run.get("seed")))
+        groups.setdefault(method, []).append(run)
+    return groups
+
+
+def _summary(method: str, runs: list[Mapping], control: MethodSummary | None,
+             is_control: bool) -> MethodSummary:
+    ok = [run for run in runs if run["status"] == "ok"]
+    tests = tuple(_accuracy(run, "test_acc") for run in ok)
+    trains = tuple(_accuracy(run, "train_acc") for run in ok)
+    gaps = [tr - te for tr, te in zip(trains, tests)]
+    failures = tuple((run.get("seed"), str(run.get("error") or "unknown error"))
+                     for run in runs if run["status"] == "failed")
+    vs = welch(tests, control.test_accs) if control is not None and not is_control else None
+    return MethodSummary(
+        method, len(ok), len(failures), *_mean_std(tests), *_mean_std(trains),
+        *_mean_std(gaps), vs_control=vs, is_control=is_control,
+        seeds=tuple(run.get("seed") for run in ok), test_accs=tests, train_accs=trains,
+        failures=failures,
+    )
+
+
+def summarize(results: Sequence[Mapping], control: str = "control") -> list[MethodSummary]:
+    """Per-method statistics in the order methods first appear in ``results``.
+
+    Each result is a mapping with ``method``, ``seed``, ``status`` ("ok" | "failed"),
+    and for ok runs ``test_acc`` and ``train_acc`` in [0, 1]; ``error`` for failures.
+    Every method but ``control`` is compared with it (``vs_control``) when present.
+    """
+    groups = _group(results)
+    base = _summary(control, groups[control], None, True) if control in groups else None
+    return [base if method == control and base is not None
+            else _summary(method, runs, base, False) for method, runs in groups.items()]
+
+
+def _pct(value: float, signed: bool = False) -> str:
+    if math.isnan(value):
+        return "n/a"
+    return f"{100 * value:+.2f}" if signed else f"{100 * value:.2f}"
+
+
+def _mean_pm_std(mean: float, std: float, signed: bool = False) -> str:
+    if math.isnan(mean):
+        return "n/a"
+    return f"{_pct(mean, signed)} ± {_pct(std)}"
+
+
+def _p_text(p: float, alpha: float) -> str:
+    if math.isnan(p):
+        return "n/a"
+    text = "< 0.001" if p < 0.001 else f"{p:.3f}"
+    return f"{text} *" if p < alpha else text
+
+
+def _row_cells(s: MethodSummary, alpha: float) -> list[str]:
+    """One table row of strings, in the order of ``HEADERS``."""
+    n = f"{s.n} (+{s.n_failed} failed)" if s.n_failed else str(s.n)
+    vs, delta, p = s.vs_control, "—", "—"
+    if s.is_control:
+        delta, p = "reference", "—"
+    elif vs is not None:
+        ci = ("n/a" if math.isnan(vs.ci_low)
+              else f"{_pct(vs.ci_low, True)}, {_pct(vs.ci_high, True)}")
+        delta, p = f"{_pct(vs.diff, True)} [{ci}]", _p_text(vs.p_value, alpha)
+    return [s.method, n, _mean_pm_std(s.test_mean, s.test_std),
+            _mean_pm_std(s.train_mean, s.train_std),
+            _mean_pm_std(s.gap_mean, s.gap_std, signed=True), delta, p]
+
+
+def _markdown(rows: Sequence[Sequence[str]]) -> str:
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    rule = "|:---|" + "---:|" * (len(HEADERS) - 1)
+    return "\n".join([line(HEADERS), rule, *(line(row) for row in rows)])
+
+
+def _text(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(r[i]) for r in (HEADERS, *rows)) for i in range(len(HEADERS))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([line(HEADERS), "  ".join("-" * w for w in widths), *map(line, rows)])
+
+
+def _legend(alpha: float) -> str:
+    return (f"Mean ± std over seeds; gap = train − test accuracy; Δ = test accuracy minus "
+            f"control's with its {100 * CONFIDENCE:g} % CI; * p < {alpha:g} (two-sided Welch "
+            f"t-test, uncorrected).")
+
+
+def significance_sentence(summaries: Sequence[MethodSummary], alpha: float = ALPHA) -> str:
+    """A computed sentence on which methods differ from control, if any."""
+    test = f"Welch t-test, α = {alpha:g}"
+    compared = [s for s in summaries if s.vs_control is not None]
+    if not any(s.is_control for s in summaries):
+        return "No control method in the results, so no differences were tested."
+    if not compared:
+        return "Only the control was run; there is nothing to compare."
+    testable = [s for s in compared if not math.isnan(s.vs_control.p_value)]
+    untested = len(compared) - len(testable)
+    caveat = (f" {untested} of {len(compared)} comparisons had too few seeds to test (n < 2)."
+              if untested else "")
+    if not testable:
+        return f"Too few seeds to test any difference from control ({test})." + caveat
+    hits = [s for s in testable if s.vs_control.significant(alpha)]
+    if not hits:
+        return f"No method differs significantly from control ({test})." + caveat
+    listed = ", ".join(f"{s.method} ({_pct(s.vs_control.diff, True)} pp, "
+                       f"p = {_p_text(s.vs_control.p_value, 0.0)})" for s in hits)
+    chance = (f" With {len(testable)} comparisons, {len(testable) * alpha:.2g} false positives "
+              f"are expected by chance alone." if len(testable) > 1 else "")
+    return f"Significantly different from control ({test}): {listed}.{chance}{caveat}"
+
+
+def _link(path: Path) -> str:
+    text = path.as_posix()
+    return f"<{text}>" if any(c in text for c in " ()<>") else text
+
+
+def _failures_markdown(summaries: Sequence[MethodSummary]) -> str:
+    rows = [(s.method, str(seed), " ".join(error.split())[:300])
+            for s in summaries for seed, error in s.failures]
+    if not rows:
+        return "None: every run finished."
+    lines = ["| method | seed | error |", "|:---|---:|:---|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    return f"{len(rows)} run(s) failed and are left out of the statistics.\n\n" + "\n".join(lines)
+
+
+def _csv_row(s: MethodSummary) -> list[object]:
+    vs = s.vs_control
+    welch_cells = ([] if vs is None else [vs.diff, vs.ci_low, vs.ci_high, vs.t, vs.df, vs.p_value])
+    cells = [s.test_mean, s.test_std, s.train_mean, s.train_std, s.gap_mean, s.gap_std,
+             *(welch_cells or [math.nan] * 6)]
+    return [s.method, s.n, s.n_failed, *("" if math.isnan(c) else repr(c) for c in cells)]
+
+
+def render_table(summaries: Sequence[MethodSummary], *, fmt: str = "markdown",
+                 alpha: float = ALPHA) -> str:
+    """The summary table, a one-line legend and the computed significance sentence.
+
+    Args:
+        fmt: "markdown" (a pipe table) or "text" (aligned columns for a terminal).
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    rows = [_row_cells(s, alpha) for s in summaries]
+    table = _markdown(rows) if fmt == "markdown" else _text(rows)
+    legend = _legend(alpha)
+    return f"{table}\n\n{legend}\n\n{significance_sentence(summaries, alpha)}\n"
+
+
+def render_rich(summaries: Sequence[MethodSummary], *, alpha: float = ALPHA) -> Table:
+    """The summary table as a ``rich.table.Table``; significant rows green or red."""
+    from rich.table import Table
+    from rich.text import Text
+
+    caption = Text(f"{_legend(alpha)}\n{significance_sentence(summaries, alpha)}")
+    table = Table(title="Test accuracy over seeds", caption=caption, caption_justify="left")
+    for index, header in enumerate(HEADERS):
+        table.add_column(header, justify="left" if index == 0 else "right")
+    for summary in summaries:
+        vs = summary.vs_control
+        style = "bold" if summary.is_control else None
+        if vs is not None and vs.significant(alpha):
+            style = "green" if vs.diff > 0 else "red"
+        table.add_row(*map(Text, _row_cells(summary, alpha)), style=style)  # no markup
+    return table
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data`` to a temporary sibling and ``os.replace`` it onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temp, "xb") as handle:
+            handle.write(data)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_summary_csv(path: Path, summaries: Sequence[MethodSummary]) -> Path:
+    """One row per method; fractions, full precision; empty cells where undefined."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    writer.writerows(_csv_row(s) for s in summaries)
+    return atomic_write_text(path, buffer.getvalue())
+
+
+def write_report(
+    out_dir: Path, summaries: Sequence[MethodSummary], *, title: str, config: Mapping,
+    figures: Mapping[str, Path], notes: Sequence[str] = (),
+) -> Path:
+    """Write ``out_dir/report.md`` atomically and return its path.
+
+    ``figures`` maps a caption to a PNG path (absolute or relative to the working
+    directory); links in the report are relative to ``out_dir``.
+    """
+    out_dir = Path(out_dir)
+    parts = [f"# {title}\n", "## Results\n", render_table(summaries)]
+    if figures:
+        parts += ["## Figures\n"] + [
+            f"![{caption}]({_link(Path(os.path.relpath(p, out_dir)))})\n"
+            for caption, p in figures.items()]
+    parts += ["## How to read this\n", HOW_TO_READ + "\n"]
+    parts += ["## Failed runs\n", _failures_markdown(summaries) + "\n"]
+    if notes:
+        parts += ["## Notes\n", "".join(f"- {note}\n" for note in notes)]
+    config_json = json.dumps(config, indent=2, default=str, ensure_ascii=False)
+    parts += ["## Configuration\n", f"```json\n{config_json}\n```\n"]
+    return atomic_write_text(out_dir / "report.md", "\n".join(parts))
