@@ -48,6 +48,7 @@ class ExperimentSpec(BaseModel):
     epochs: int = Field(15, ge=1)
     data: str = "digits"  # digits | synthetic | cifar10:PATH | cifar100:PATH | folder:PATH
     model: str = "simple_cnn"
+    model_options: dict[str, int | float | bool | str] = Field(default_factory=dict)  # e.g. width
     train_size: int | None = Field(None, ge=1)  # stratified subset of the training split
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["sgd", "adamw"] = "adamw"

@@ -174,6 +174,8 @@ def build_recipe(spec: ExperimentSpec, name: str, num_classes: int, in_channels:
             raise ValueError(f"method {name!r} switches batch norm on, which only simple_cnn "
                              f"can; model {model_name!r} always has it")
         kwargs["batchnorm"] = True
+    if method.model is None or method.model == spec.model:
+        kwargs = {**spec.model_options, **kwargs}
     model = create(model_name, num_classes, in_channels, **kwargs)
     if rules:
         regularize(model, rules)
