@@ -12,7 +12,6 @@ from rich.console import Console
 from scipy import stats
 
 from convdrop.report import (
-    atomic_write_text,
     render_rich,
     render_table,
     significance_sentence,
@@ -228,13 +227,14 @@ def test_write_summary_csv(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["summary.csv"]
 
 
-def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
-    path = atomic_write_text(tmp_path / "a.txt", "old")
+def test_failed_write_keeps_the_old_report(tmp_path, monkeypatch):
+    summaries = summarize([run("control", 0, 0.8)])
+    path = write_report(tmp_path, summaries, title="Old", config={}, figures={})
 
     def fail(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr("convdrop.report.os.replace", fail)
+    monkeypatch.setattr("convdrop._io.os.replace", fail)
     with pytest.raises(OSError, match="disk full"):
-        atomic_write_text(path, "new")
-    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+        write_report(tmp_path, summaries, title="New", config={}, figures={})
+    assert path.read_text().startswith("# Old") and list(tmp_path.iterdir()) == [path]

@@ -111,8 +111,8 @@ def make_optimizer(
 ) -> torch.optim.Optimizer:
     """SGD with momentum (optionally Nesterov) or AdamW over the trainable parameters.
 
-    Weight decay applies to every parameter (biases and norms included), as in the
-    reference ResNet recipes; ``momentum`` is ignored by AdamW.
+    Weight decay applies to every parameter, biases and norm weights included (simple;
+    the TF DropBlock reference exempts batch-norm variables). AdamW ignores ``momentum``.
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")

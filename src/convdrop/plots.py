@@ -7,7 +7,6 @@ method keeps one colour in all figures; the control is black.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,7 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from convdrop.report import MethodSummary, atomic_write_bytes
+from convdrop import _io
+from convdrop.report import MethodSummary
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -40,9 +40,8 @@ def _figure(width: float, height: float, panels: int = 1) -> tuple[Figure, list[
 
 
 def _save(figure: Figure, out: Path) -> Path:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI)
-    return atomic_write_bytes(Path(out), buffer.getvalue())
+    """Write the PNG to a temporary sibling, then ``os.replace`` it onto ``out``."""
+    return _io.atomic_write(Path(out), lambda handle: figure.savefig(handle, format="png"))
 
 
 def _colours(methods: Sequence[str], control: str = "control") -> dict[str, object]:

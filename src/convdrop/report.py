@@ -14,7 +14,6 @@ import io
 import json
 import math
 import os
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +22,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import stats
 
+from convdrop import _io
+
 if TYPE_CHECKING:
     from rich.table import Table
 
 __all__ = [
-    "MethodSummary", "Welch", "atomic_write_bytes", "atomic_write_text", "render_rich",
-    "render_table", "significance_sentence", "summarize", "welch", "write_report",
-    "write_summary_csv",
+    "MethodSummary", "Welch", "render_rich", "render_table", "significance_sentence",
+    "summarize", "welch", "write_report", "write_summary_csv",
 ]
 
 ALPHA = 0.05  # significance level for the asterisk and the sentence
@@ -332,31 +332,13 @@ def render_rich(summaries: Sequence[MethodSummary], *, alpha: float = ALPHA) -> 
     return table
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary sibling and ``os.replace`` it onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temp, "xb") as handle:
-            handle.write(data)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    return path
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def write_summary_csv(path: Path, summaries: Sequence[MethodSummary]) -> Path:
-    """One row per method; fractions, full precision; empty cells where undefined."""
+    """Write one row per method atomically: fractions, full precision, empty if undefined."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     writer.writerows(_csv_row(s) for s in summaries)
-    return atomic_write_text(path, buffer.getvalue())
+    return _io.write_text(Path(path), buffer.getvalue())
 
 
 def write_report(
@@ -380,4 +362,4 @@ def write_report(
         parts += ["## Notes\n", "".join(f"- {note}\n" for note in notes)]
     config_json = json.dumps(config, indent=2, default=str, ensure_ascii=False)
     parts += ["## Configuration\n", f"```json\n{config_json}\n```\n"]
-    return atomic_write_text(out_dir / "report.md", "\n".join(parts))
+    return _io.write_text(out_dir / "report.md", "\n".join(parts))
