@@ -73,14 +73,17 @@ def _per_epoch(runs: Sequence[Sequence[Mapping]], key: str) -> tuple[np.ndarray,
 
 def _curve(ax: Axes, runs: Sequence[Sequence[Mapping]], key: str, colour: object,
            scale: float, dashed: bool = False) -> None:
+    """Mean over seeds; solid curves get a ±1 std band, clipped to the metric's range."""
     epochs, mean, std = _per_epoch(runs, key)
     if epochs.size == 0:
         return
     ax.plot(epochs, scale * mean, "--" if dashed else "-", color=colour,
             linewidth=1.2 if dashed else 1.8, alpha=0.7 if dashed else 1.0)
     if not dashed:
-        ax.fill_between(epochs, scale * (mean - std), scale * (mean + std), color=colour,
-                        alpha=0.15, linewidth=0)
+        top = scale if key.endswith("acc") else None  # accuracies cannot pass 100 %
+        ax.fill_between(epochs, np.clip(scale * (mean - std), 0.0, top),
+                        np.clip(scale * (mean + std), 0.0, top), color=colour, alpha=0.15,
+                        linewidth=0)
 
 
 def learning_curves(metrics: Metrics, out: Path, *, control: str = "control") -> Path:
@@ -165,7 +168,7 @@ def _set_limits(ax: Axes, means: list[float], stds: list[float],
         ax.axhline(0, color="grey", linewidth=0.8)
         return ""
     bottom = max(0.0, low - 0.4 * span)
-    ax.set_ylim(bottom, high + 0.2 * span)
+    ax.set_ylim(bottom, min(high + 0.2 * span, 105.0))  # accuracy (%); room for the stars
     return f"\n(axis starts at {bottom:.1f}, not 0)" if bottom > 0 else ""
 
 
