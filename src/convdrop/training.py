@@ -63,7 +63,7 @@ class Trainer:
     world_size: int = 1
     rank: int = 0
     sampler: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    eval_loss: nn.Module = field(default_factory=make_loss)
 
     @property
     def is_writer(self) -> bool:
@@ -151,6 +151,7 @@ class Trainer:
             drop_scheduler=self.drop_scheduler, augment=self.augment,
             generator=self.generator, channels_last=self.spec.channels_last,
             amp_dtype=torch.bfloat16 if self.spec.amp and self.device.type == "cuda" else None,
+            epoch=epoch + 1,
         )
         val = self.evaluate("val")
         return {
@@ -161,7 +162,8 @@ class Trainer:
         }
 
     def evaluate(self, split: str) -> Any:
-        return evaluate(self.model, self.loaders[split], loss_fn=self.loss_fn,
+        # Plain cross-entropy, so label smoothing does not make losses incomparable.
+        return evaluate(self.model, self.loaders[split], loss_fn=self.eval_loss,
                         device=self.device, channels_last=self.spec.channels_last)
 
     def final_scores(self) -> dict[str, float]:
