@@ -14,8 +14,11 @@ import sys
 from collections.abc import Sequence
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "convdrop.compare",
     "convdrop.bench",
     "convdrop.explain",
+    "convdrop.masks",
+    "convdrop.correlation",
 )
 
 
