@@ -23,6 +23,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o644)  # mkstemp creates 0600; results are for sharing
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -50,6 +51,11 @@ def write_csv(path: Path, rows: Iterable[Mapping[str, Any]], fieldnames: list[st
     writer.writeheader()
     writer.writerows(rows)
     return write_text(path, buffer.getvalue())
+
+
+def write_png(path: Path, figure: Any, dpi: int = 120) -> Path:
+    """Atomically save a matplotlib ``Figure`` as PNG."""
+    return atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=dpi))
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -28,9 +28,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -156,12 +155,7 @@ def _cutout(image: torch.Tensor, p: float, seed: int) -> torch.Tensor:
 
 def save_figure(fig: Any, out: str | Path, dpi: int = 100) -> Path:
     """Write a matplotlib ``Figure`` to ``out`` as PNG atomically (temp file + ``os.replace``)."""
-
-    def write(handle: BinaryIO) -> None:
-        fig.savefig(handle, format="png", dpi=dpi)
-        os.fchmod(handle.fileno(), 0o644)  # the temp file is created 0600
-
-    return _io.atomic_write(Path(out), write)
+    return _io.write_png(Path(out), fig, dpi)
 
 
 def draw_masks(panels: dict[str, torch.Tensor], out: str | Path, *, p: float, block_size: int,

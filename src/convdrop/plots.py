@@ -41,7 +41,7 @@ def _figure(width: float, height: float, panels: int = 1) -> tuple[Figure, list[
 
 def _save(figure: Figure, out: Path) -> Path:
     """Write the PNG to a temporary sibling, then ``os.replace`` it onto ``out``."""
-    return _io.atomic_write(Path(out), lambda handle: figure.savefig(handle, format="png"))
+    return _io.write_png(Path(out), figure, dpi=figure.dpi)
 
 
 def _colours(methods: Sequence[str], control: str = "control") -> dict[str, object]:
