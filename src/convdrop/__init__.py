@@ -4,6 +4,7 @@ DropBlock 1d/2d/3d exact to the paper (arXiv 1810.12890) with a calibrated drop
 rate, spatial dropout, dropout and Cutout, as functions and thin modules.
 """
 
+from convdrop import models
 from convdrop.functional import (
     block_mask,
     cutout,
@@ -21,6 +22,8 @@ from convdrop.layers import (
     Regularizer,
     SpatialDropout,
 )
+from convdrop.placement import Rule, Site, drop_budget, regularize, sites, unregularize
+from convdrop.schedules import DropRateScheduler, get_schedule
 
 __version__ = "0.1.0"
 
@@ -29,13 +32,22 @@ __all__ = [
     "DropBlock1d",
     "DropBlock2d",
     "DropBlock3d",
+    "DropRateScheduler",
     "Dropout",
     "Regularizer",
+    "Rule",
+    "Site",
     "SpatialDropout",
     "block_mask",
     "cutout",
     "cutout_mask",
     "drop_block",
+    "drop_budget",
     "dropout",
+    "get_schedule",
+    "models",
+    "regularize",
+    "sites",
     "spatial_dropout",
+    "unregularize",
 ]
