@@ -199,3 +199,21 @@ def test_repr_names_schedule_and_progress():
     sched = DropRateScheduler(Net(), S.get_schedule("linear", warmup_steps=2), 10)
     sched.step()
     assert repr(sched) == "DropRateScheduler(schedule=linear+warmup2, step=1/10, sites=3)"
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="needs torch.distributed")
+def test_under_distributed_data_parallel(tmp_path):
+    """A real DDP wrapper (gloo, one rank, file store: no network): paths gain "module."."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1)
+    try:
+        ddp = nn.parallel.DistributedDataParallel(Net(0.4))
+        sched = DropRateScheduler(ddp, "linear", 4, scales={"layer3": 0.25})
+        ddp(torch.randn(2, 2, 6, 6)).sum().backward()
+        sched.step()
+        assert sched.rates() == pytest.approx(
+            {"module.layer3.1": 0.025, "module.layer4.1": 0.1, "module.head": 0.125})
+    finally:
+        dist.destroy_process_group()

@@ -57,7 +57,8 @@ class Rule:
     Args:
         regularizer: "dropblock", "dropout", "spatial_dropout", or a factory called as
             ``factory(p)`` (``factory(p, block_size=...)`` when ``block_size`` is given)
-            that returns a fresh module.
+            that returns a fresh module without parameters. Only convdrop
+            ``Regularizer`` modules are ramped by :class:`DropRateScheduler`.
         p: drop probability of every inserted regularizer, in [0, 1].
         block_size: DropBlock's block; default 7 (clipped to small maps). The
             DropBlock dimensionality follows the target (``Conv1d`` -> 1d, ``*3d`` -> 3d,
@@ -261,7 +262,7 @@ class Site:
     """One regularizer in a model.
 
     Attributes:
-        path: its module path, e.g. "layer3.0.drop1" or "conv1_dropblock".
+        path: its module path, e.g. "layer3.0.drop1" or "layer1.0.conv1.dropblock".
         kind: see :func:`site_kind`.
         p: its current drop probability (None if the module has no float ``p``).
         block_size: DropBlock's block as configured, else None.
