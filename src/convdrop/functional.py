@@ -30,6 +30,7 @@ def _draw_seeds(
     return sample_seeds(geometry.trials, gamma, generator=generator, device=device)
 
 
+@torch.compiler.disable  # data-dependent sizes: compiling the sampler only recompiles
 def drop_block(
     x: torch.Tensor,
     p: float,
@@ -113,6 +114,15 @@ def block_mask(
     return mask.view(shape)
 
 
+def _uniform(shape: Sequence[int], generator: torch.Generator | None,
+             device: torch.device) -> torch.Tensor:
+    """U[0, 1) draws; ``generator=None`` is not passed on (torch.compile rejects it with
+    symbolic sizes)."""
+    if generator is None:
+        return torch.rand(shape, device=device)
+    return torch.rand(shape, generator=generator, device=device)
+
+
 def _keep_scaled(x: torch.Tensor, keep: torch.Tensor, p: float) -> torch.Tensor:
     """x * keep / (1 - p); zeros (never NaN) where dropped, also when p == 1."""
     kept = x if p >= 1.0 else x * (1.0 / (1.0 - p))
@@ -137,7 +147,7 @@ def spatial_dropout(
     if not training or p == 0.0:
         return x
     noise_shape = (*x.shape[:2], *([1] * (x.dim() - 2)))
-    keep = torch.rand(noise_shape, generator=generator, device=x.device) >= p
+    keep = _uniform(noise_shape, generator, x.device) >= p
     return _keep_scaled(x, keep, p)
 
 
@@ -154,7 +164,7 @@ def dropout(
     v.check_generator(generator, x.device)
     if not training or p == 0.0:
         return x
-    keep = torch.rand(x.shape, generator=generator, device=x.device) >= p
+    keep = _uniform(x.shape, generator, x.device) >= p
     return _keep_scaled(x, keep, p)
 
 
