@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "convdrop.explain",
     "convdrop.masks",
     "convdrop.correlation",
+    "convdrop.train",
 )
 
 

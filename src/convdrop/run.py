@@ -1,9 +1,10 @@
 """One training run (a method and a seed): the unit that ``compare`` grids and ``train`` runs.
 
-A run directory holds ``metrics.csv`` (one row per epoch), ``checkpoint.pt`` while
-the run is unfinished, and ``result.json`` once it ends. All writes are atomic, so
-an interrupted run resumes from its last finished epoch, and a finished one is
-skipped. ``result.json`` records the run's settings hash: a directory that holds
+A run directory (``OUT/runs/<method>/seed<S>/``) holds ``metrics.csv`` (one row per
+epoch), ``checkpoint.pt`` while the run is unfinished, ``result.json`` once it ends,
+and, from ``convdrop train``, ``config.json`` (the resolved spec and world size). All
+writes are atomic, so an interrupted run resumes from its last finished epoch, and a
+finished one is skipped. ``result.json`` records the run's settings hash: a directory that holds
 results of other settings is an error, never silently overwritten.
 """
 
@@ -15,12 +16,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from convdrop import _io
 from convdrop.experiment import ExperimentSpec
+
+if TYPE_CHECKING:
+    from convdrop.distributed import Dist
+    from convdrop.training import Trainer
 
 METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "drop_rate", "lr",
                  "seconds"]
@@ -49,6 +54,10 @@ class RunPaths:
     @property
     def checkpoint(self) -> Path:
         return self.root / "checkpoint.pt"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
 
 
 def finished_result(paths: RunPaths, run_key: str) -> dict[str, Any] | None:
@@ -79,20 +88,34 @@ def load_run_data(spec: ExperimentSpec, seed: int):  # noqa: ANN201
 def execute(
     spec: ExperimentSpec, method: str, seed: int, out_dir: Path, *,
     device: str | None = None, progress: Progress | None = None,
+    dist: Dist | None = None, sync_bn: bool = False,
 ) -> dict[str, Any]:
-    """Train one run to the end (resuming if a checkpoint exists) and return its result."""
+    """Train one run to the end (resuming if a checkpoint exists) and return its result.
+
+    ``dist`` (from :func:`convdrop.distributed.setup`) makes it one process of a
+    torchrun job: every rank calls this, rank 0 writes the files.
+    """
     from convdrop.training import Trainer
 
     paths = RunPaths.of(out_dir, method, seed)
-    run_key = spec.run_key(method)
-    done = finished_result(paths, run_key)
+    done = finished_result(paths, spec.run_key(method))
     if done is not None:
         if progress:
             progress(spec.epochs, spec.epochs)
         return done
     started = time.perf_counter()
-    trainer = Trainer.create(spec, method, seed, device=device or spec.device)
-    base = {"method": method, "seed": seed, "run_key": run_key, "epochs": spec.epochs,
+    trainer = Trainer.create(spec, method, seed, device=device or spec.device, dist=dist,
+                             sync_bn=sync_bn)
+    return train_and_record(trainer, paths, progress=progress, started=started)
+
+
+def train_and_record(trainer: Trainer, paths: RunPaths, *, progress: Progress | None = None,
+                     started: float | None = None) -> dict[str, Any]:
+    """Fit ``trainer`` into ``paths`` and write ``result.json`` (rank 0); returns the result."""
+    started = time.perf_counter() if started is None else started
+    spec = trainer.spec
+    base = {"method": trainer.method, "seed": trainer.seed,
+            "run_key": spec.run_key(trainer.method), "epochs": spec.epochs,
             "world_size": trainer.world_size}
     try:
         rows = trainer.fit(paths, progress=progress)
