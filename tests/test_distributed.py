@@ -88,6 +88,22 @@ def test_rank_seeds_are_reproducible_and_distinct():
     assert not torch.equal(torch.rand(4, generator=a), torch.rand(4, generator=b))
 
 
+def test_checkpoints_restore_each_ranks_streams_at_any_world_size():
+    spec = build_spec(overrides={**TINY, "methods": ["dropblock_scheduled"]})
+    trainer = Trainer.create(spec, "dropblock_scheduled", 0, device="cpu")
+    state = trainer.state_dict(1)  # single process: no per-rank states
+    ranks = [{"generator": dd.reseed_for_rank(7, r).get_state(),
+              "torch_rng": torch.get_rng_state()} for r in range(2)]
+    trainer.dist = dd.Dist(world_size=2, rank=1, device="cpu", backend="gloo")
+    assert trainer.load_state_dict({**state, "rank_rng": ranks}) == 1
+    assert torch.equal(trainer.generator.get_state(), ranks[1]["generator"])
+    trainer.load_state_dict(state)  # written by another world size: fresh rank-1 streams
+    expected = dd.reseed_for_rank(0, 1, epoch=1)
+    assert torch.equal(trainer.generator.get_state(), expected.get_state())
+    with pytest.raises(ValueError, match="written by a run with seed 3, but this run has seed 0"):
+        trainer.load_state_dict({**state, "seed": 3})
+
+
 # --- two processes ---------------------------------------------------------------------------
 
 def _free_port() -> int:

@@ -36,8 +36,8 @@ from torch.utils.data import TensorDataset
 
 __all__ = [
     "Dist", "all_gather_objects", "all_reduce_sums", "barrier", "broadcast_buffers",
-    "launch_env", "per_rank_batch", "process_group", "rank_seed", "reseed_for_rank", "setup",
-    "shard", "teardown", "unwrap", "wrap_model",
+    "check_sync_bn", "launch_env", "per_rank_batch", "process_group", "rank_seed",
+    "reseed_for_rank", "setup", "shard", "teardown", "unwrap", "wrap_model",
 ]
 
 MASK_STREAM, AUGMENT_STREAM = 0, 1  # independent seed streams of one rank
@@ -213,18 +213,23 @@ def broadcast_buffers(model: nn.Module, dist: Dist) -> None:
             tdist.broadcast(buffer, src=0)
 
 
+def check_sync_bn(sync_bn: bool, dist: Dist) -> None:
+    """SyncBatchNorm runs on GPUs only; in a single process it changes nothing."""
+    if sync_bn and dist.enabled and dist.backend != "nccl":
+        raise ValueError(f"sync_bn needs CUDA devices (torch's SyncBatchNorm does not run on "
+                         f"{dist.device!r}); leave out --sync-bn or use --device cuda")
+
+
 def wrap_model(model: nn.Module, dist: Dist, *, sync_bn: bool = False) -> nn.Module:
     """DistributedDataParallel around ``model`` (already on its device); as is if single.
 
     ``sync_bn`` converts BatchNorm to SyncBatchNorm (statistics over the global batch);
     torch runs SyncBatchNorm on GPUs only, so it is an error on CPU.
     """
+    check_sync_bn(sync_bn, dist)
     if not dist.enabled:
         return model
     if sync_bn:
-        if dist.backend != "nccl":
-            raise ValueError(f"sync_bn needs CUDA devices (torch's SyncBatchNorm does not run "
-                             f"on {dist.device!r}); leave out --sync-bn or use --device cuda")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     device_ids = [dist.local_rank] if dist.backend == "nccl" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``convdrop train`` (every torchrun process runs it)."""
     from convdrop import _io
     from convdrop.cli import CliError
-    from convdrop.distributed import per_rank_batch, process_group
+    from convdrop.distributed import check_sync_bn, per_rank_batch, process_group
     from convdrop.run import RunPaths, execute, finished_result
 
     spec, method = train_spec(args)
@@ -112,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"{paths.root} holds an unfinished run ({paths.checkpoint.name}); "
                            "pass --resume to continue it, or choose another --out")
         per_rank_batch(spec.batch_size, dist.world_size)
+        check_sync_bn(args.sync_bn, dist)
         if dist.is_writer:
             _io.write_json(paths.config, {
                 "method": method, "seed": args.seed, "world_size": dist.world_size,
@@ -166,7 +167,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (under torchrun: "
                         "auto | cpu | cuda, one GPU per process)")
     parser.add_argument("--sync-bn", action="store_true",
-                        help="SyncBatchNorm across processes (CUDA, under torchrun)")
+                        help="SyncBatchNorm across processes (CUDA under torchrun; no effect in "
+                        "a single process)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     parser.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)  # tests: fake a kill
     parser.set_defaults(func=run)
