@@ -50,6 +50,15 @@ def test_setup_without_torchrun_is_a_single_process(monkeypatch):
         assert dd.wrap_model(model, dist, sync_bn=True) is model and dd.unwrap(model) is model
 
 
+def test_a_run_without_dist_refuses_to_start_inside_a_torchrun_job(tmp_path, monkeypatch):
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    spec = build_spec(overrides={**TINY, "methods": ["control"]})
+    with pytest.raises(ValueError, match="one of a torchrun job .* use `convdrop train`"):
+        execute(spec, "control", 0, tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("device", ["cuda:1", "mps"])
 def test_torchrun_devices_are_cpu_or_one_gpu_per_process(device):
     with pytest.raises(ValueError, match=f"under torchrun .*got {device!r}"):

@@ -95,8 +95,15 @@ def execute(
     ``dist`` (from :func:`convdrop.distributed.setup`) makes it one process of a
     torchrun job: every rank calls this, rank 0 writes the files.
     """
+    from convdrop.distributed import launch_env
     from convdrop.training import Trainer
 
+    if dist is None and launch_env()[0] > 1:
+        raise ValueError(
+            "this process is one of a torchrun job (WORLD_SIZE > 1), but no dist was given: "
+            "every process would train the same run; use `convdrop train` under torchrun, "
+            "and `convdrop compare --workers N` for parallel runs"
+        )
     paths = RunPaths.of(out_dir, method, seed)
     done = finished_result(paths, spec.run_key(method))
     if done is not None:

@@ -22,9 +22,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convdrop.experiment import ExperimentSpec, build_spec
+
+if TYPE_CHECKING:
+    from convdrop.run import Progress, RunPaths
 
 _FLAGS = ("preset", "data", "model", "epochs", "device", "train_size", "batch_size", "lr")
 
@@ -67,7 +70,8 @@ def train_spec(args: argparse.Namespace) -> tuple[ExperimentSpec, str]:
     return spec, spec.methods[0]
 
 
-def _reporter(paths: Any, say: Callable[[str], None], stop_after: int | None) -> Any:
+def _reporter(paths: RunPaths, say: Callable[[str], None], stop_after: int | None
+              ) -> Progress:
     """A progress callback: one line per epoch (rank 0), and the ``--stop-after`` stop."""
     from convdrop.run import read_metrics
 
@@ -129,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         return _summary(result, paths, say)
 
 
-def _summary(result: dict[str, Any], paths: Any, say: Callable[[str], None]) -> int:
+def _summary(result: dict[str, Any], paths: RunPaths, say: Callable[[str], None]) -> int:
     if result.get("status") != "ok":
         say(f"run failed: {result.get('error')}")
         return 1

@@ -18,11 +18,11 @@ bare model's weights, so they load at any world size, plus every rank's RNG stat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from convdrop import _io
 from convdrop import distributed as dd
@@ -50,6 +50,9 @@ from convdrop.run import (
     save_checkpoint,
 )
 
+if TYPE_CHECKING:
+    from convdrop.data import Datasets
+
 EVAL_BATCH = 256
 
 
@@ -58,7 +61,7 @@ def current_drop_rate(model: nn.Module) -> float:
     return max((m.p for m in model.modules() if isinstance(m, Regularizer)), default=0.0)
 
 
-def make_loaders(data: Any, spec: ExperimentSpec, dist: dd.Dist, generator: torch.Generator,
+def make_loaders(data: Datasets, spec: ExperimentSpec, dist: dd.Dist, generator: torch.Generator,
                  seed: int) -> tuple[dict[str, DataLoader], DistributedSampler | None]:
     """Train loader (shuffled; this rank's share under torchrun) and the three eval loaders."""
     if not dist.enabled:
@@ -72,7 +75,7 @@ def make_loaders(data: Any, spec: ExperimentSpec, dist: dd.Dist, generator: torc
     sampler = DistributedSampler(data.train, num_replicas=dist.world_size, rank=dist.rank,
                                  shuffle=True, seed=seed, drop_last=False)
 
-    def part(dataset: Any) -> DataLoader:
+    def part(dataset: TensorDataset) -> DataLoader:
         return make_loader(dd.shard(dataset, dist.rank, dist.world_size), EVAL_BATCH,
                            shuffle=False)
 
