@@ -83,10 +83,11 @@ def _reporter(paths: RunPaths, say: Callable[[str], None], stop_after: int | Non
             if done:
                 say(f"resuming after epoch {done} of {total}")
             return
-        row = read_metrics(paths)[-1] if say is not _silent else {}
-        say(f"epoch {done}/{total}  " + "  ".join(
-            f"{key} {row[key]:.4g}" for key in ("train_loss", "train_acc", "val_acc",
-                                                "drop_rate", "lr") if key in row))
+        if say is not _silent:  # rank 0 only: it wrote this epoch's row
+            row = read_metrics(paths)[-1]
+            say(f"epoch {done}/{total}  " + "  ".join(
+                f"{key} {row[key]:.4g}" for key in ("train_loss", "train_acc", "val_acc",
+                                                    "drop_rate", "lr")))
         if stop_after is not None and done == stop_after and done < total:
             raise StopRequested(done)
 
@@ -94,7 +95,7 @@ def _reporter(paths: RunPaths, say: Callable[[str], None], stop_after: int | Non
 
 
 def _silent(text: str) -> None:
-    pass
+    """``say`` of the ranks that stay quiet (all but rank 0) and of ``--quiet``."""
 
 
 def run(args: argparse.Namespace) -> int:
