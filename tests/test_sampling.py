@@ -9,14 +9,17 @@ import torch
 
 from convdrop._gamma import calibrated_gamma
 from convdrop._reference import paint_seed_grid, reference_block_mask
-from convdrop._sampling import Geometry, dense_mask, dropped_offsets, sample_seeds, seed_corners
+from convdrop._sampling import (
+    Geometry,
+    count_dropped,
+    dense_mask,
+    fill_blocks_,
+    sample_seeds,
+)
 
 
 def index_paint(seeds: torch.Tensor, geometry: Geometry) -> torch.Tensor:
-    strides = torch.empty(geometry.shape, device="meta").stride()
-    mask = torch.zeros(geometry.numel, dtype=torch.bool)
-    mask[dropped_offsets(seeds, geometry, strides)] = True
-    return mask.view(geometry.shape)
+    return fill_blocks_(torch.zeros(geometry.shape, dtype=torch.bool), seeds, geometry, True)
 
 
 def grid(rows: list[str]) -> torch.Tensor:
@@ -66,20 +69,30 @@ def test_shared_channels_paint_every_channel():
     assert mask[1, :, :3, :3].all() and mask.sum() == 27
 
 
-@pytest.mark.parametrize("shape,block", [((4, 5, 9), (3,)), ((2, 3, 6, 7, 5), (2, 3, 2))])
-def test_index_and_dense_painting_agree_in_1d_and_3d(shape, block):
-    geometry = Geometry.of(shape, block, False)
-    gen = torch.Generator().manual_seed(1)
-    seeds = sample_seeds(geometry.trials, 0.1, generator=gen)
-    assert torch.equal(index_paint(seeds, geometry), dense_mask(seeds, geometry))
+@pytest.mark.parametrize("shape,block,shared", [
+    ((4, 5, 9), (3,), False), ((2, 3, 6, 7, 5), (2, 3, 2), False), ((6, 4, 9, 8), (3, 2), True),
+    ((8, 16, 14, 14), (7, 7), False), ((8, 16, 7, 7), (7, 7), False),
+])
+@pytest.mark.parametrize("gamma", [0.02, 0.2])
+def test_index_and_dense_painting_and_counting_agree(shape, block, shared, gamma):
+    geometry = Geometry.of(shape, block, shared)
+    seeds = sample_seeds(geometry.trials, gamma, generator=torch.Generator().manual_seed(1))
+    dense = dense_mask(seeds, geometry).expand(shape)
+    assert torch.equal(index_paint(seeds, geometry), dense)
+    assert count_dropped(seeds, geometry) == int(dense.sum())
+    # Any memory layout: channels_last target, painted by its own strides.
+    if len(shape) == 4:
+        target = torch.zeros(shape, dtype=torch.bool).to(memory_format=torch.channels_last)
+        assert torch.equal(fill_blocks_(target, seeds, geometry, True), dense)
 
 
-def test_seed_corners_lie_in_the_valid_region():
-    geometry = Geometry.of((4, 8, 14, 11), (5, 3), False)
+def test_every_block_is_whole_and_inside_the_map():
+    """Each sampled seed alone paints exactly prod(block) units: no block is cut by a border."""
+    geometry = Geometry.of((2, 3, 11, 9), (5, 3), False)
     seeds = sample_seeds(geometry.trials, 0.05, generator=torch.Generator().manual_seed(0))
-    maps, corners = seed_corners(seeds, geometry)
-    assert (maps < geometry.maps).all()
-    assert (corners < torch.tensor(geometry.valid)).all() and (corners >= 0).all()
+    assert seeds.numel() > 10
+    for seed in seeds.tolist():
+        assert index_paint(torch.tensor([seed]), geometry).sum() == 15
 
 
 def test_seeds_sorted_unique_and_in_range():

@@ -1,10 +1,11 @@
-"""The DropBlock autograd function: one scaled pass plus index painting, seeds saved only.
+"""The DropBlock autograd function: one scaled pass plus index painting, block corners saved.
 
-Forward writes ``x * scale`` and zeroes the dropped units by index; backward
-rebuilds the same units from the saved seed ids, so no float (or bool) mask is
-ever kept for backward. Saved memory is 8 bytes per seed, about
-``gamma * positions / volume * 2`` of an fp32 input's bytes (≈ 0.4 % at p = 0.1,
-block 7 on 14x14 maps).
+Forward writes ``x * scale`` and zeroes the dropped units by index; backward zeroes
+the same units of the scaled gradient from the saved block-corner offsets, so no
+float (or bool) mask is ever kept for backward. Saved memory is 8 bytes per block,
+about ``gamma * positions / volume * 2`` of an fp32 input's bytes (≈ 0.5 % at
+p = 0.1, block 7 on 14x14 maps). When blocks are dense (high p) the seed ids are
+saved instead and the mask is rebuilt by max-pooling.
 """
 
 from __future__ import annotations
@@ -13,45 +14,38 @@ from typing import Any
 
 import torch
 
-from convdrop._sampling import Geometry, dense_mask, dropped_offsets, use_dense
-
-
-def _storage_span(t: torch.Tensor) -> int:
-    """Number of storage elements from ``t``'s first element to its last."""
-    if t.numel() == 0:
-        return 0
-    return 1 + sum((size - 1) * stride for size, stride in zip(t.shape, t.stride()))
+from convdrop._sampling import (
+    Geometry,
+    block_starts,
+    count_dropped,
+    dense_mask,
+    fill_rows_,
+    use_dense,
+)
 
 
 class Painter:
-    """The dropped units of one seed set, laid out for one target tensor's strides."""
+    """The dropped units of one seed set, for tensors laid out with ``strides``.
 
-    def __init__(self, seeds: torch.Tensor, geometry: Geometry, target: torch.Tensor) -> None:
-        self.geometry = geometry
-        self.span = _storage_span(target)
+    Sparse sets keep their blocks' corner offsets and are painted row by row; dense
+    ones (more block units than tensor units) are painted by a max-pool mask.
+    """
+
+    def __init__(self, saved: torch.Tensor, geometry: Geometry, dense: bool) -> None:
+        self.saved, self.geometry, self.dense = saved, geometry, dense
+        self.mask = dense_mask(saved, geometry) if dense else None
+
+    @staticmethod
+    def of(seeds: torch.Tensor, geometry: Geometry, strides: tuple[int, ...]) -> Painter:
         if use_dense(seeds, geometry):
-            self.mask: torch.Tensor | None = dense_mask(seeds, geometry)
-            self.offsets: torch.Tensor | None = None
-        else:
-            self.mask = None
-            self.offsets = dropped_offsets(seeds, geometry, tuple(target.stride()))
+            return Painter(seeds, geometry, True)
+        return Painter(block_starts(seeds, geometry, strides), geometry, False)
 
-    def count(self, device: torch.device) -> int:
-        """Number of distinct dropped units in the whole tensor."""
+    def fill_(self, target: torch.Tensor, value: float | bool = 0) -> torch.Tensor:
+        """Set the dropped units of ``target`` (laid out with the painter's strides)."""
         if self.mask is not None:
-            shared = self.geometry.shape[1] if self.geometry.shared_channels else 1
-            return int(self.mask.count_nonzero()) * shared
-        hit = torch.zeros(self.span, dtype=torch.bool, device=device)
-        hit.index_fill_(0, self.offsets, True)
-        return int(hit.count_nonzero())
-
-    def zero_(self, target: torch.Tensor) -> torch.Tensor:
-        """Zero the dropped units of ``target`` in place."""
-        if self.mask is not None:
-            return target.masked_fill_(self.mask, 0)
-        flat = target.as_strided((self.span,), (1,))
-        flat.index_fill_(0, self.offsets, 0)
-        return target
+            return target.masked_fill_(self.mask, value)
+        return fill_rows_(target, self.saved, self.geometry, value)
 
 
 def scale_factor(scale: str, p: float, numel: int, dropped: int | None) -> float:
@@ -64,31 +58,29 @@ def scale_factor(scale: str, p: float, numel: int, dropped: int | None) -> float
     return numel / kept if kept > 0 else 0.0
 
 
-def _scaled_and_painted(
-    source: torch.Tensor, out: torch.Tensor, seeds: torch.Tensor, geometry: Geometry,
-    scale: str | float, p: float,
-) -> float:
-    """Write ``source * scale`` into ``out`` with dropped units zeroed; returns the scale.
+def _resolve_scale(scale: str, p: float, seeds: torch.Tensor, painter: Painter) -> float:
+    """The forward's multiplier; counting distinct dropped units only for "batch"."""
+    if p >= 1.0 or scale == "expected":
+        return scale_factor(scale, p, painter.geometry.numel, None)
+    if painter.mask is not None:
+        shared = painter.geometry.shape[1] if painter.geometry.shared_channels else 1
+        dropped = int(painter.mask.count_nonzero()) * shared
+    else:
+        dropped = count_dropped(seeds, painter.geometry)
+    return scale_factor(scale, p, painter.geometry.numel, dropped)
 
-    ``scale`` is a mode ("batch" or "expected") in forward and the resolved number in backward.
-    """
-    if p >= 1.0 or scale == 0.0:
-        out.zero_()
-        return 0.0
-    painter = Painter(seeds, geometry, out)
-    if isinstance(scale, str):
-        dropped = painter.count(out.device) if scale == "batch" else None
-        scale = scale_factor(scale, p, geometry.numel, dropped)
-        if scale == 0.0:
-            out.zero_()
-            return 0.0
+
+def _apply(source: torch.Tensor, out: torch.Tensor, painter: Painter | None,
+           scale: float) -> torch.Tensor:
+    """out = source * scale with the dropped units zeroed (all zeros when scale is 0)."""
+    if painter is None or scale == 0.0:
+        return out.zero_()
     torch.mul(source, scale, out=out)
-    painter.zero_(out)
-    return scale
+    return painter.fill_(out)
 
 
 class DropBlockFunction(torch.autograd.Function):
-    """y = x * scale * keep_mask, with keep_mask rebuilt from ``seeds`` in backward."""
+    """y = x * scale * keep_mask; backward zeroes the same units of the gradient."""
 
     @staticmethod
     def forward(
@@ -96,16 +88,21 @@ class DropBlockFunction(torch.autograd.Function):
         scale: str, p: float, inplace: bool,
     ) -> torch.Tensor:
         out = x if inplace else torch.empty_like(x)
-        ctx.scale = _scaled_and_painted(x, out, seeds, geometry, scale, p)
-        ctx.geometry, ctx.p = geometry, p
-        ctx.save_for_backward(seeds)
+        painter = None if p >= 1.0 else Painter.of(seeds, geometry, tuple(out.stride()))
+        ctx.scale = 0.0 if painter is None else _resolve_scale(scale, p, seeds, painter)
+        _apply(x, out, painter, ctx.scale)
+        ctx.geometry, ctx.strides = geometry, tuple(out.stride())
+        ctx.dense = painter is not None and painter.dense
+        ctx.save_for_backward(painter.saved if painter is not None else seeds)
         if inplace:
             ctx.mark_dirty(x)
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        (seeds,) = ctx.saved_tensors
-        grad_in = torch.empty_like(grad)
-        _scaled_and_painted(grad, grad_in, seeds, ctx.geometry, ctx.scale, ctx.p)
-        return grad_in, None, None, None, None, None
+        (saved,) = ctx.saved_tensors
+        # Same layout as the forward output, so the saved corner offsets apply as they are.
+        grad_in = torch.empty_strided(grad.shape, ctx.strides, dtype=grad.dtype,
+                                      device=grad.device)
+        painter = None if ctx.scale == 0.0 else Painter(saved, ctx.geometry, ctx.dense)
+        return _apply(grad, grad_in, painter, ctx.scale), None, None, None, None, None

@@ -94,50 +94,118 @@ def sample_seeds(
     return seeds[:end]
 
 
-def seed_corners(seeds: torch.Tensor, geometry: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split seed ids into (map index, per-dim corner coordinates).
-
-    Returns ``maps`` (S,) and ``corners`` (S, ndim), both int64.
-    """
-    maps = torch.div(seeds, geometry.positions, rounding_mode="floor")
-    rest = seeds - maps * geometry.positions
-    coords = []
-    for size in reversed(geometry.valid):
-        coords.append(rest % size)
-        rest = torch.div(rest, size, rounding_mode="floor")
-    return maps, torch.stack(coords[::-1], dim=1)
-
-
-def dropped_offsets(
-    seeds: torch.Tensor, geometry: Geometry, strides: tuple[int, ...]
+def _offsets(
+    sizes: tuple[int, ...], strides: tuple[int, ...], device: torch.device
 ) -> torch.Tensor:
-    """Element offsets (in units of ``strides``) of every dropped unit, duplicates included.
-
-    Works for any dense or strided layout (channels_last, slices). Returns int64
-    (S * C_shared * prod(block),).
-    """
-    n, c = geometry.shape[:2]
-    maps, corners = seed_corners(seeds, geometry)
-    spatial_strides = torch.tensor(strides[2:], dtype=torch.int64, device=seeds.device)
-    base = (corners * spatial_strides).sum(dim=1)
-    if geometry.shared_channels:
-        channel = torch.arange(c, device=seeds.device) * strides[1]
-        base = (base + maps * strides[0])[:, None] + channel[None, :]
-    else:
-        base = base + torch.div(maps, c, rounding_mode="floor") * strides[0]
-        base = base + (maps % c) * strides[1]
-    return (base.reshape(-1, 1) + block_offsets(geometry, strides, seeds.device)).reshape(-1)
-
-
-def block_offsets(
-    geometry: Geometry, strides: tuple[int, ...], device: torch.device
-) -> torch.Tensor:
-    """Offsets of the units of one block relative to its corner: int64 (prod(block),)."""
+    """Offsets of every point of a row-major grid of ``sizes``: int64 (prod(sizes),)."""
     offsets = torch.zeros(1, dtype=torch.int64, device=device)
-    for size, stride in zip(geometry.block, strides[2:]):
+    for size, stride in zip(sizes, strides):
         steps = torch.arange(size, dtype=torch.int64, device=device) * stride
         offsets = (offsets[:, None] + steps[None, :]).reshape(-1)
     return offsets
+
+
+def block_starts(
+    seeds: torch.Tensor, geometry: Geometry, strides: tuple[int, ...]
+) -> torch.Tensor:
+    """Element offsets (in units of ``strides``) of each dropped block's first corner.
+
+    Lookup tables of map and corner offsets keep the per-seed work to one division and
+    two gathers. Works for any layout (channels_last, slices). Returns int64
+    (S * C_shared,): with ``shared_channels`` a seed has one block per channel.
+    """
+    n, c = geometry.shape[:2]
+    device = seeds.device
+    maps = torch.div(seeds, geometry.positions, rounding_mode="floor")
+    corner = seeds - maps * geometry.positions
+    corner_table = _offsets(geometry.valid, strides[2:], device)  # (positions,)
+    if geometry.shared_channels:
+        base = (maps * strides[0] + corner_table[corner])[:, None]
+        return (base + _offsets((c,), strides[1:2], device)[None, :]).reshape(-1)
+    map_table = _offsets((n, c), strides[:2], device)  # (N * C,)
+    return map_table[maps] + corner_table[corner]
+
+
+def storage_span(t: torch.Tensor) -> int:
+    """Number of storage elements from ``t``'s first element to its last."""
+    if t.numel() == 0:
+        return 0
+    return 1 + sum((size - 1) * stride for size, stride in zip(t.shape, t.stride()))
+
+
+def fill_rows_(
+    target: torch.Tensor, starts: torch.Tensor, geometry: Geometry, value: float | bool
+) -> torch.Tensor:
+    """Set the blocks whose corners are at ``starts`` (from :func:`block_starts` for
+    ``target``'s strides) to ``value``, in place.
+
+    ``target`` is seen as overlapping rows of ``block[-1]`` units (an ``as_strided``
+    view over its storage), and whole rows are filled by index: ``prod(block[:-1])``
+    indices per block instead of ``prod(block)``.
+    """
+    if starts.numel() == 0 or target.numel() == 0:
+        return target
+    strides = tuple(target.stride())
+    width, step = geometry.block[-1], strides[-1]
+    rows = target.as_strided((storage_span(target) - (width - 1) * step, width), (1, step))
+    in_block = _offsets(geometry.block[:-1], strides[2:-1], starts.device)
+    rows.index_fill_(0, (starts[:, None] + in_block[None, :]).reshape(-1), value)
+    return target
+
+
+def fill_blocks_(
+    target: torch.Tensor, seeds: torch.Tensor, geometry: Geometry, value: float | bool
+) -> torch.Tensor:
+    """Set every unit of the seeds' blocks in ``target`` (N, C, *spatial) to ``value``."""
+    starts = block_starts(seeds, geometry, tuple(target.stride()))
+    return fill_rows_(target, starts, geometry, value)
+
+
+def _corner_coords(corner: torch.Tensor, valid: tuple[int, ...]) -> torch.Tensor:
+    """Row-major corner index -> per-dim coordinates: int64 (S, ndim)."""
+    coords = []
+    for size in reversed(valid):
+        coords.append(corner % size)
+        corner = torch.div(corner, size, rounding_mode="floor")
+    return torch.stack(coords[::-1], dim=1)
+
+
+def count_dropped(seeds: torch.Tensor, geometry: Geometry) -> int:
+    """Distinct dropped units in the whole tensor, overlaps counted once.
+
+    Seeds are sorted, so a map's seeds are neighbours. A map with one seed drops one
+    block; with two, two blocks less their box overlap; only maps with three or
+    more seeds (rare at useful rates) are painted into a small buffer and counted.
+    """
+    if seeds.numel() == 0:
+        return 0
+    area = math.prod(geometry.block)
+    maps = torch.div(seeds, geometry.positions, rounding_mode="floor")
+    same = maps[1:] == maps[:-1]  # seed i + 1 shares seed i's map
+    no = torch.zeros(1, dtype=torch.bool, device=seeds.device)
+    after, before = torch.cat([no, same]), torch.cat([same, no])
+    crowded = after | before
+    total = int((~crowded).sum()) * area
+    if bool(crowded.any()):
+        corner = (seeds - maps * geometry.positions)[crowded]
+        group = torch.cumsum(~after[crowded], 0) - 1  # crowded map of each crowded seed
+        sizes = torch.bincount(group)
+        first = torch.cumsum(sizes, 0) - sizes
+        pairs = first[sizes == 2]
+        coords = _corner_coords(corner, geometry.valid)
+        gap = (coords[pairs] - coords[pairs + 1]).abs()
+        block = torch.tensor(geometry.block, device=seeds.device)
+        overlap = (block - gap).clamp_(min=0).prod(dim=1)
+        total += int(pairs.numel()) * 2 * area - int(overlap.sum())
+        many = (sizes >= 3)[group]
+        if bool(many.any()):
+            local_map = torch.cumsum(many & ~after[crowded], 0)[many] - 1
+            local = Geometry((int(local_map[-1]) + 1, 1, *geometry.spatial), geometry.block,
+                             False)
+            buffer = torch.zeros(local.shape, dtype=torch.bool, device=seeds.device)
+            local_seeds = local_map * geometry.positions + corner[many]
+            total += int(fill_blocks_(buffer, local_seeds, local, True).count_nonzero())
+    return total * (geometry.shape[1] if geometry.shared_channels else 1)
 
 
 def dense_mask(seeds: torch.Tensor, geometry: Geometry) -> torch.Tensor:

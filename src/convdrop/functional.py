@@ -14,9 +14,9 @@ from collections.abc import Sequence
 import torch
 
 from convdrop import _validate as v
-from convdrop._autograd import DropBlockFunction
+from convdrop._autograd import DropBlockFunction, Painter
 from convdrop._gamma import seed_rate
-from convdrop._sampling import Geometry, dense_mask, dropped_offsets, sample_seeds, use_dense
+from convdrop._sampling import Geometry, sample_seeds
 
 __all__ = ["block_mask", "cutout", "cutout_mask", "drop_block", "dropout", "spatial_dropout"]
 
@@ -106,12 +106,11 @@ def block_mask(
         return torch.ones(shape, dtype=torch.bool, device=device)
     geometry = Geometry.of(shape, block, shared_channels)
     seeds = _draw_seeds(geometry, p, calibrated, generator, device)
-    if use_dense(seeds, geometry):
-        return dense_mask(seeds, geometry).expand(shape)
-    contiguous = torch.empty(shape, device="meta").stride()
-    mask = torch.zeros(geometry.numel, dtype=torch.bool, device=device)
-    mask.index_fill_(0, dropped_offsets(seeds, geometry, contiguous), True)
-    return mask.view(shape)
+    mask = torch.zeros(shape, dtype=torch.bool, device=device)
+    painter = Painter.of(seeds, geometry, tuple(mask.stride()))
+    if painter.mask is not None:
+        return painter.mask.expand(shape)
+    return painter.fill_(mask, True)
 
 
 def _uniform(shape: Sequence[int], generator: torch.Generator | None,
