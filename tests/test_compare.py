@@ -19,7 +19,7 @@ TINY = {"data": "synthetic", "train_size": 30, "epochs": 1, "seeds": 1, "batch_s
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_every_preset_runs_with_small_settings(preset, tmp_path):
     spec = build_spec(preset=preset, overrides=TINY)
-    report = compare(spec, tmp_path, show_progress=False)
+    report, _ = compare(spec, tmp_path, show_progress=False)
     results = json.loads((tmp_path / "results.json").read_text())
     assert [r["method"] for r in results] == spec.methods
     assert all(r["status"] == "ok" and 0 <= r["test_acc"] <= 1 for r in results)

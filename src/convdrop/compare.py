@@ -12,6 +12,7 @@ import argparse
 import multiprocessing
 import os
 import queue
+import sys
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -110,8 +111,8 @@ def _run_pool(spec: ExperimentSpec, runs: list[tuple[str, int]], out: Path, bar:
         return [f.result() for f in futures]
 
 
-def write_outputs(spec: ExperimentSpec, out: Path, results: list[dict]) -> Path:
-    """results.json, summary.csv, plots and report.md; returns the report's path."""
+def write_outputs(spec: ExperimentSpec, out: Path, results: list[dict]) -> tuple[Path, list]:
+    """results.json, summary.csv, plots and report.md; returns the report and summaries."""
     from convdrop import plots, report
 
     _io.write_json(out / "results.json", results)
@@ -128,12 +129,14 @@ def write_outputs(spec: ExperimentSpec, out: Path, results: list[dict]) -> Path:
     }
     notes = [f"data: {spec.data}, model: {spec.model}, {spec.epochs} epochs, "
              f"{spec.seeds} seeds, train_size: {spec.train_size or 'all'}"]
-    return report.write_report(out, summaries, title=f"convdrop compare: {spec.name}",
+    path = report.write_report(out, summaries, title=f"convdrop compare: {spec.name}",
                                config=spec.model_dump(), figures=figures, notes=notes)
+    return path, summaries
 
 
-def compare(spec: ExperimentSpec, out: Path, *, show_progress: bool = True) -> Path:
-    """Run the grid and write every output; returns the report's path."""
+def compare(spec: ExperimentSpec, out: Path, *,
+            show_progress: bool = True) -> tuple[Path, list]:
+    """Run the grid and write every output; returns the report's path and the summaries."""
     out.mkdir(parents=True, exist_ok=True)
     _io.write_json(out / "config.json", spec.model_dump())
     results = run_grid(spec, out, show_progress=show_progress)
@@ -154,21 +157,14 @@ def run(args: argparse.Namespace) -> int:
     }
     spec = build_spec(spec_file=args.spec, overrides=overrides)
     out = Path(args.out) if args.out else Path("results") / spec.name
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 120)
     console.print(f"[bold]convdrop compare[/bold] {spec.name}: {len(spec.methods)} methods x "
                   f"{spec.seeds} seeds on {spec.data} / {spec.model}, {spec.epochs} epochs "
                   f"-> {out}")
-    report_path = compare(spec, out, show_progress=not args.quiet)
-    summaries = report.summarize(_io_results(out), control="control")
+    report_path, summaries = compare(spec, out, show_progress=not args.quiet)
     console.print(report.render_rich(summaries))
     console.print(f"report: {report_path}")
     return 0
-
-
-def _io_results(out: Path) -> list[dict]:
-    import json
-
-    return json.loads((out / "results.json").read_text(encoding="utf-8"))
 
 
 def run_presets(args: argparse.Namespace) -> int:

@@ -250,6 +250,12 @@ def _legend(alpha: float) -> str:
             f"t-test, uncorrected).")
 
 
+def _p_clause(p_value: float) -> str:
+    """'p = 0.031' or 'p < 0.001'."""
+    text = _p_text(p_value, 0.0)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
 def significance_sentence(summaries: Sequence[MethodSummary], alpha: float = ALPHA) -> str:
     """A computed sentence on which methods differ from control, if any."""
     test = f"Welch t-test, α = {alpha:g}"
@@ -268,7 +274,7 @@ def significance_sentence(summaries: Sequence[MethodSummary], alpha: float = ALP
     if not hits:
         return f"No method differs significantly from control ({test})." + caveat
     listed = ", ".join(f"{s.method} ({_pct(s.vs_control.diff, True)} pp, "
-                       f"p = {_p_text(s.vs_control.p_value, 0.0)})" for s in hits)
+                       f"{_p_clause(s.vs_control.p_value)})" for s in hits)
     chance = (f" With {len(testable)} comparisons, {len(testable) * alpha:.2g} false positives "
               f"are expected by chance alone." if len(testable) > 1 else "")
     return f"Significantly different from control ({test}): {listed}.{chance}{caveat}"
