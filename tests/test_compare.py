@@ -13,7 +13,8 @@ from convdrop.experiment import build_spec
 from convdrop.presets import PRESETS
 from convdrop.run import RunPaths, execute, read_metrics
 
-TINY = {"data": "synthetic", "train_size": 30, "epochs": 1, "seeds": 1, "batch_size": 16}
+TINY = {"data": "synthetic", "train_size": 30, "epochs": 1, "seeds": 1, "batch_size": 16,
+        "workers": 1}
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
