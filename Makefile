@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/convdrop bench --quick
+	$(BIN)/convdrop compare
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests

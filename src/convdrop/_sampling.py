@@ -15,6 +15,7 @@ centre, i.e. the block spans ``[c - (k - 1) // 2, c + k // 2]`` around centre ``
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -94,10 +95,14 @@ def sample_seeds(
     return seeds[:end]
 
 
+@functools.lru_cache(maxsize=256)
 def _offsets(
     sizes: tuple[int, ...], strides: tuple[int, ...], device: torch.device
 ) -> torch.Tensor:
-    """Offsets of every point of a row-major grid of ``sizes``: int64 (prod(sizes),)."""
+    """Offsets of every point of a row-major grid of ``sizes``: int64 (prod(sizes),).
+
+    Cached: the same few tables serve every call of a training run. Read-only.
+    """
     offsets = torch.zeros(1, dtype=torch.int64, device=device)
     for size, stride in zip(sizes, strides):
         steps = torch.arange(size, dtype=torch.int64, device=device) * stride
@@ -110,9 +115,9 @@ def block_starts(
 ) -> torch.Tensor:
     """Element offsets (in units of ``strides``) of each dropped block's first corner.
 
-    Lookup tables of map and corner offsets keep the per-seed work to one division and
-    two gathers. Works for any layout (channels_last, slices). Returns int64
-    (S * C_shared,): with ``shared_channels`` a seed has one block per channel.
+    A cached table of corner offsets keeps the per-seed work to a division and a
+    gather. Works for any layout (channels_last, slices). Returns int64 (S * C_shared,):
+    with ``shared_channels`` a seed has one block per channel.
     """
     n, c = geometry.shape[:2]
     device = seeds.device
@@ -122,8 +127,10 @@ def block_starts(
     if geometry.shared_channels:
         base = (maps * strides[0] + corner_table[corner])[:, None]
         return (base + _offsets((c,), strides[1:2], device)[None, :]).reshape(-1)
-    map_table = _offsets((n, c), strides[:2], device)  # (N * C,)
-    return map_table[maps] + corner_table[corner]
+    if strides[0] == c * strides[1]:  # contiguous-like: map m starts at m * stride_C
+        return maps * strides[1] + corner_table[corner]
+    sample = torch.div(maps, c, rounding_mode="floor")
+    return sample * strides[0] + (maps - sample * c) * strides[1] + corner_table[corner]
 
 
 def storage_span(t: torch.Tensor) -> int:
@@ -182,6 +189,9 @@ def count_dropped(seeds: torch.Tensor, geometry: Geometry) -> int:
     area = math.prod(geometry.block)
     maps = torch.div(seeds, geometry.positions, rounding_mode="floor")
     same = maps[1:] == maps[:-1]  # seed i + 1 shares seed i's map
+    shared = geometry.shape[1] if geometry.shared_channels else 1
+    if not bool(same.any()):  # one seed per map at most (always so when the block fills it)
+        return seeds.numel() * area * shared
     no = torch.zeros(1, dtype=torch.bool, device=seeds.device)
     after, before = torch.cat([no, same]), torch.cat([same, no])
     crowded = after | before
@@ -205,7 +215,7 @@ def count_dropped(seeds: torch.Tensor, geometry: Geometry) -> int:
             buffer = torch.zeros(local.shape, dtype=torch.bool, device=seeds.device)
             local_seeds = local_map * geometry.positions + corner[many]
             total += int(fill_blocks_(buffer, local_seeds, local, True).count_nonzero())
-    return total * (geometry.shape[1] if geometry.shared_channels else 1)
+    return total * shared
 
 
 def dense_mask(seeds: torch.Tensor, geometry: Geometry) -> torch.Tensor:
