@@ -90,3 +90,15 @@ def test_run_key_ignores_seeds_and_workers_but_not_settings():
     assert a.run_key("dropout") == b.run_key("dropout")
     assert a.run_key("dropout") != c.run_key("dropout")
     assert a.run_key("dropout") != a.run_key("control")
+
+
+def test_small_cpu_defaults_only_for_bundled_data_and_simple_cnn():
+    digits = build_spec()
+    assert digits.train_size == 300 and digits.model_options == {"width": 16}
+    assert digits.workers == 2 and digits.epochs == 10
+    cifar = build_spec(overrides={"data": "cifar100:/data/cifar-100-python"})
+    assert cifar.train_size is None and cifar.model_options == {} and cifar.workers == 1
+    resnet = build_spec(overrides={"model": "resnet18_cifar"})
+    assert resnet.train_size == 300 and resnet.model_options == {}
+    explicit = build_spec(overrides={"train_size": 500, "epochs": 3})
+    assert explicit.train_size == 500 and explicit.epochs == 3

@@ -1,6 +1,7 @@
 """Experiment specs: a grid of methods x seeds, from a preset, a TOML file and flags.
 
-Configuration is layered: a preset's defaults, then the ``[experiment]`` and
+Configuration is layered: CPU-sized defaults for the bundled data (see
+:data:`convdrop.presets.SMALL_DATA_DEFAULTS`), a preset, then the ``[experiment]`` and
 ``[methods.NAME]`` tables of a TOML file, then command-line flags. Unknown keys,
 unknown methods and out-of-range values are errors that name the key and value.
 The resolved spec is saved beside the results as ``config.json``.
@@ -124,26 +125,39 @@ def read_toml(path: Path) -> dict[str, Any]:
     return fields
 
 
+def _small_defaults(chosen: dict[str, Any]) -> dict[str, Any]:
+    """CPU-sized defaults for the bundled data sets, beneath everything chosen."""
+    from convdrop import presets
+
+    if chosen.get("data", "digits") not in presets.SMALL_DATA:
+        return {}
+    small = dict(presets.SMALL_DATA_DEFAULTS)
+    model_options = presets.SMALL_MODEL_OPTIONS.get(chosen.get("model", "simple_cnn"))
+    if model_options:
+        small["model_options"] = model_options
+    return small
+
+
 def build_spec(
     *, preset: str | None = None, spec_file: Path | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> ExperimentSpec:
     """Layer preset < spec file < overrides (None values are ignored) into a valid spec."""
-    from convdrop.presets import preset_fields
+    from convdrop import presets
 
     from_file = read_toml(spec_file) if spec_file is not None else {}
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
     chosen = flags.pop("preset", None) or preset or from_file.pop("preset", None)
     from_file.pop("preset", None)
-    fields = preset_fields(chosen or "regularizers")
+    preset_part = presets.preset_fields(chosen or "regularizers")
     file_methods = from_file.pop("method_options", {})
-    merged_options = {**fields.pop("method_options", {})}
+    merged_options = {**preset_part.pop("method_options", {})}
     for name, table in file_methods.items():
         if not isinstance(table, dict):
             raise ValueError(f"spec key methods.{name}: expected a table, got {table!r}")
         merged_options[name] = {**merged_options.get(name, {}), **table}
-    fields.update(from_file)
-    fields.update(flags)
+    chosen_fields = {**preset_part, **from_file, **flags}
+    fields = {**_small_defaults(chosen_fields), **chosen_fields}
     fields["method_options"] = merged_options
     try:
         return ExperimentSpec(**fields)
