@@ -7,7 +7,7 @@ steps; nothing changes inside ``forward``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import torch
@@ -93,34 +93,33 @@ class DropBlock3d(_DropBlockNd):
     spatial_dims = 3
 
 
-class SpatialDropout(Regularizer):
+class _UnitDropout(Regularizer):
+    """A rate and a generator around one of the unit-wise ops of :mod:`convdrop.functional`."""
+
+    op: ClassVar[Callable[..., torch.Tensor]]
+
+    def __init__(self, p: float, *, generator: torch.Generator | None = None) -> None:
+        super().__init__(p)
+        v.check_generator(generator)
+        self.generator = generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return type(self).op(x, self.p, training=self.training, generator=self.generator)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class SpatialDropout(_UnitDropout):
     """Drop whole channels of (N, C, *spatial) inputs; see :func:`convdrop.spatial_dropout`."""
 
-    def __init__(self, p: float, *, generator: torch.Generator | None = None) -> None:
-        super().__init__(p)
-        v.check_generator(generator)
-        self.generator = generator
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.spatial_dropout(x, self.p, training=self.training, generator=self.generator)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
+    op = staticmethod(F.spatial_dropout)
 
 
-class Dropout(Regularizer):
+class Dropout(_UnitDropout):
     """Element-wise dropout with a settable ``p``; see :func:`convdrop.dropout`."""
 
-    def __init__(self, p: float, *, generator: torch.Generator | None = None) -> None:
-        super().__init__(p)
-        v.check_generator(generator)
-        self.generator = generator
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.dropout(x, self.p, training=self.training, generator=self.generator)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
+    op = staticmethod(F.dropout)
 
 
 class Cutout(nn.Module):

@@ -1,0 +1,36 @@
+"""The benchmark's measurements and table (timings themselves are never asserted)."""
+
+from __future__ import annotations
+
+import torch
+
+from convdrop import bench
+from convdrop.cli import main
+from convdrop.functional import drop_block
+
+
+def test_saved_bytes_counts_what_autograd_keeps():
+    x = torch.randn(8, 64, 14, 14, requires_grad=True)
+    in_bytes = x.numel() * 4
+    assert bench.saved_bytes(lambda t: t * 1.1, x) == 0
+    assert bench.saved_bytes(lambda t: t * torch.rand_like(t), x) == in_bytes  # a float mask
+    assert 0 < bench.saved_bytes(lambda t: drop_block(t, 0.1, 7), x) <= 0.02 * in_bytes
+
+
+def test_bench_shape_rows_and_render():
+    rows = bench.bench_shape((2, 16, 14, 14), 0.1, 7, repeats=1, device="cpu")
+    by_name = {row.name: row for row in rows}
+    assert by_name["floor x*scalar"].floor_multiple == 1.0
+    ours = by_name["convdrop drop_block"]
+    assert ours.ms > 0 and ours.saved_fraction <= 0.02 and 0 < ours.dropped < 0.3
+    assert by_name["F.dropout"].saved_fraction >= 0.25  # at least a bool mask per unit
+    text = bench.render((2, 16, 14, 14), rows)
+    assert text.startswith("### 2x16x14x14") and "| convdrop drop_block |" in text
+    for row in rows:  # a missing peer is a row saying so, never an error
+        assert row.ms is not None or row.note.startswith(("missing", "failed"))
+
+
+def test_cli_quick_bench(capsys):
+    assert main(["bench", "--quick", "--repeats", "1", "--skip-model"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("### ") == 3 and "x floor" in out

@@ -1,0 +1,112 @@
+"""The thin modules: delegation, train/eval, settable p, repr, errors, compile."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+
+import convdrop
+from convdrop import Cutout, DropBlock1d, DropBlock2d, DropBlock3d, Dropout, SpatialDropout
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+CASES = [
+    (lambda g: DropBlock1d(0.2, 3, generator=g), (4, 3, 20)),
+    (lambda g: DropBlock2d(0.2, 3, generator=g), (4, 3, 12, 12)),
+    (lambda g: DropBlock3d(0.2, (2, 3, 3), generator=g), (2, 3, 6, 8, 8)),
+    (lambda g: SpatialDropout(0.3, generator=g), (4, 8, 5, 5)),
+    (lambda g: Dropout(0.3, generator=g), (4, 8, 5, 5)),
+]
+
+
+@pytest.mark.parametrize("make,shape", CASES)
+def test_modules_drop_in_training_and_pass_through_in_eval(make, shape):
+    layer = make(gen())
+    x = torch.rand(shape) + 0.5
+    y = layer(x)
+    assert y.shape == x.shape and (y == 0).any() and not torch.equal(y, x)
+    layer.eval()
+    assert layer(x) is x
+    assert len(layer.state_dict()) == 0  # no parameters or buffers: placement keeps keys
+
+
+def test_drop_block_module_delegates_with_its_options():
+    x = torch.rand(2, 4, 10, 10) + 0.5
+    layer = DropBlock2d(0.2, 3, shared_channels=True, scale="expected", generator=gen(1))
+    want = convdrop.drop_block(x, 0.2, 3, shared_channels=True, scale="expected",
+                               generator=gen(1))
+    assert torch.equal(layer(x), want)
+
+
+def test_p_is_a_plain_settable_attribute():
+    layer = DropBlock2d(0.1, 3)
+    layer.p = 0.0
+    x = torch.randn(2, 3, 8, 8)
+    assert layer(x) is x
+    layer.p = 1.0
+    assert torch.equal(layer(x), torch.zeros_like(x))
+    layer.p = 1.5
+    with pytest.raises(ValueError, match=r"p must be a probability in \[0, 1\], got 1.5"):
+        layer(x)
+
+
+def test_extra_repr():
+    assert repr(DropBlock2d(0.1, 7)) == "DropBlock2d(p=0.1, block_size=7)"
+    text = repr(DropBlock3d(0.2, (1, 3, 3), shared_channels=True, calibrated=False,
+                            scale="expected", inplace=True))
+    assert "block_size=(1, 3, 3), shared_channels=True, calibrated=False" in text
+    assert "scale='expected', inplace=True" in text
+    assert repr(SpatialDropout(0.25)) == "SpatialDropout(p=0.25)"
+    assert repr(Dropout(0.5)) == "Dropout(p=0.5)"
+    assert repr(Cutout(8, count=2)) == "Cutout(size=8, count=2)"
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: DropBlock2d(-0.1, 3), r"p must be a probability .* got -0.1"),
+    (lambda: DropBlock2d(0.1, 0), r"block_size entries must be ints >= 1, got 0"),
+    (lambda: DropBlock2d(0.1, (3, 3, 3)), r"tuple of 2 ints .* got \(3, 3, 3\)"),
+    (lambda: DropBlock2d(0.1, 3, scale="max"), r"scale must be one of .* got 'max'"),
+    (lambda: SpatialDropout(2), r"p must be a probability .* got 2"),
+    (lambda: Cutout(0), r"block_size entries must be ints >= 1, got 0"),
+    (lambda: Cutout(4, count=0), r"count must be an int >= 1, got 0"),
+])
+def test_constructor_errors(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_wrong_rank_names_the_shape():
+    with pytest.raises(ValueError, match=r"x must have 4 \(N, C, H, W\) dimensions, got shape"):
+        DropBlock2d(0.1, 3)(torch.randn(2, 3, 8))
+
+
+def test_cutout_module_only_in_training():
+    layer = Cutout(4, generator=gen(2))
+    images = torch.ones(3, 1, 10, 10)
+    assert (layer(images) == 0).any()
+    layer.eval()
+    assert layer(images) is images
+
+
+def test_modules_copy_and_pickle():
+    for layer in (DropBlock2d(0.1, 3), SpatialDropout(0.1), Dropout(0.1), Cutout(3)):
+        assert repr(copy.deepcopy(layer)) == repr(layer)
+        assert repr(pickle.loads(pickle.dumps(layer))) == repr(layer)
+
+
+@pytest.mark.parametrize("make,shape", CASES)
+def test_torch_compile_smoke(make, shape):
+    """Compiles (graph breaks at the sampler are fine) and runs at two batch sizes."""
+    layer = make(None)
+    compiled = torch.compile(torch.nn.Sequential(torch.nn.Identity(), layer), backend="eager")
+    for n in (shape[0], shape[0] - 1):
+        x = torch.rand((n, *shape[1:]), requires_grad=True)
+        y = compiled(x)
+        y.sum().backward()
+        assert y.shape == x.shape and x.grad is not None
