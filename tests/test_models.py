@@ -11,7 +11,7 @@ from torch import nn
 
 import convdrop
 from convdrop import models
-from convdrop.placement import sites
+from convdrop.budget import sites
 from convdrop.schedules import DropRateScheduler
 
 SMALL = {  # options that keep each model quick on two CPU cores

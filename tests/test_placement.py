@@ -11,14 +11,8 @@ import torch
 from torch import nn
 
 import convdrop
-from convdrop.placement import (
-    Rule,
-    drop_budget,
-    expected_fraction,
-    regularize,
-    sites,
-    unregularize,
-)
+from convdrop.budget import drop_budget, expected_fraction, sites
+from convdrop.placement import Rule, regularize, unregularize
 
 
 class Net(nn.Module):

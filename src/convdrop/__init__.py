@@ -5,6 +5,7 @@ rate, spatial dropout, dropout and Cutout, as functions and thin modules.
 """
 
 from convdrop import models
+from convdrop.budget import Site, drop_budget, sites
 from convdrop.functional import (
     block_mask,
     cutout,
@@ -22,7 +23,7 @@ from convdrop.layers import (
     Regularizer,
     SpatialDropout,
 )
-from convdrop.placement import Rule, Site, drop_budget, regularize, sites, unregularize
+from convdrop.placement import Rule, regularize, unregularize
 from convdrop.schedules import DropRateScheduler, get_schedule
 
 __version__ = "0.1.0"
