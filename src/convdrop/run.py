@@ -4,8 +4,8 @@ A run directory (``OUT/runs/<method>/seed<S>/``) holds ``metrics.csv`` (one row 
 epoch), ``checkpoint.pt`` while the run is unfinished, ``result.json`` once it ends,
 and, from ``convdrop train``, ``config.json`` (the resolved spec and world size). All
 writes are atomic, so an interrupted run resumes from its last finished epoch, and a
-finished one is skipped. ``result.json`` records the run's settings hash: a directory that holds
-results of other settings is an error, never silently overwritten.
+finished one is skipped. ``result.json`` records the run's settings hash: a directory
+that holds results of other settings is an error, never silently overwritten.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from convdrop import _io
+from convdrop.engine import NonFiniteLossError
 from convdrop.experiment import ExperimentSpec
 
 if TYPE_CHECKING:
@@ -126,11 +127,7 @@ def train_and_record(trainer: Trainer, paths: RunPaths, *, progress: Progress | 
             "world_size": trainer.world_size}
     try:
         rows = trainer.fit(paths, progress=progress)
-    except Exception as err:  # NaN loss or another failure: record it, other runs go on
-        from convdrop.engine import NonFiniteLossError
-
-        if not isinstance(err, NonFiniteLossError):
-            raise
+    except NonFiniteLossError as err:  # record it; the other runs of a grid go on
         result = {**base, "status": "failed", "error": str(err)}
     else:
         final = trainer.final_scores()
