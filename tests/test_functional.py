@@ -225,3 +225,22 @@ def test_cuda_mask_made_on_device():
     assert torch.equal(x.grad == 0, y == 0)
     for dtype in (torch.float16, torch.bfloat16):
         assert (drop_block(x.detach().to(dtype), 0.1, 7) != 0).any()
+
+
+@pytest.mark.parametrize("shape,block,p,shared", [
+    ((16, 32, 14, 14), 7, 0.1, False),  # under one seed per map: counted in closed form
+    ((16, 32, 16, 16), 7, 0.3, False),  # pairs and triples of overlapping blocks
+    ((4, 8, 12, 12), 3, 0.2, False),  # crowded maps: counted by painting a bool copy
+    ((8, 16, 14, 14), 5, 0.2, True),
+])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "slice"])
+def test_batch_scale_is_count_over_kept_exactly(shape, block, p, shared, layout):
+    base = torch.rand(shape[0], shape[1] * 2, *shape[2:], dtype=torch.float64) + 0.5
+    x = {"contiguous": base[:, :shape[1]].contiguous(),
+         "channels_last": base[:, :shape[1]].contiguous(memory_format=torch.channels_last),
+         "slice": base[:, ::2]}[layout]
+    mask = block_mask(x.shape, p, block, shared_channels=shared, generator=gen(17))
+    y = drop_block(x, p, block, shared_channels=shared, generator=gen(17))
+    assert torch.equal(y == 0, mask)
+    kept = int((~mask).sum())
+    assert torch.allclose(y[~mask], x[~mask] * (mask.numel() / kept))

@@ -58,16 +58,25 @@ def scale_factor(scale: str, p: float, numel: int, dropped: int | None) -> float
     return numel / kept if kept > 0 else 0.0
 
 
-def _resolve_scale(scale: str, p: float, seeds: torch.Tensor, painter: Painter) -> float:
+def _count(seeds: torch.Tensor, painter: Painter, out: torch.Tensor) -> int:
+    """Distinct dropped units: from the dense mask, by painting a bool copy of the layout
+    when maps hold several seeds each, else in closed form from the seeds."""
+    geometry = painter.geometry
+    if painter.mask is not None:
+        shared = geometry.shape[1] if geometry.shared_channels else 1
+        return int(painter.mask.count_nonzero()) * shared
+    if seeds.numel() > geometry.maps:  # crowded maps: one bool pass beats per-map algebra
+        hit = torch.empty_strided(out.shape, out.stride(), dtype=torch.bool, device=out.device)
+        return int(painter.fill_(hit.zero_(), True).count_nonzero())
+    return count_dropped(seeds, geometry)
+
+
+def _resolve_scale(scale: str, p: float, seeds: torch.Tensor, painter: Painter,
+                   out: torch.Tensor) -> float:
     """The forward's multiplier; counting distinct dropped units only for "batch"."""
     if p >= 1.0 or scale == "expected":
         return scale_factor(scale, p, painter.geometry.numel, None)
-    if painter.mask is not None:
-        shared = painter.geometry.shape[1] if painter.geometry.shared_channels else 1
-        dropped = int(painter.mask.count_nonzero()) * shared
-    else:
-        dropped = count_dropped(seeds, painter.geometry)
-    return scale_factor(scale, p, painter.geometry.numel, dropped)
+    return scale_factor(scale, p, painter.geometry.numel, _count(seeds, painter, out))
 
 
 def _apply(source: torch.Tensor, out: torch.Tensor, painter: Painter | None,
@@ -89,7 +98,7 @@ class DropBlockFunction(torch.autograd.Function):
     ) -> torch.Tensor:
         out = x if inplace else torch.empty_like(x)
         painter = None if p >= 1.0 else Painter.of(seeds, geometry, tuple(out.stride()))
-        ctx.scale = 0.0 if painter is None else _resolve_scale(scale, p, seeds, painter)
+        ctx.scale = 0.0 if painter is None else _resolve_scale(scale, p, seeds, painter, out)
         _apply(x, out, painter, ctx.scale)
         ctx.geometry, ctx.strides = geometry, tuple(out.stride())
         ctx.dense = painter is not None and painter.dense
