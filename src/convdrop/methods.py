@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from convdrop.engine import Augment
+from convdrop.augment import Augment
 from convdrop.experiment import ExperimentSpec
 from convdrop.placement import Rule, regularize
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from convdrop import _io
-from convdrop.report import MethodSummary
+from convdrop.stats import MethodSummary
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -1,4 +1,4 @@
-"""Statistics and tables for the experiment runner: pure functions, honest reporting.
+"""Tables and the report of the experiment runner: pure functions, honest reporting.
 
 Each method is summarized over its seeds (mean ± sample std) and compared with the
 control by a two-sided Welch t-test on test accuracy: a 95 % confidence interval
@@ -15,14 +15,11 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-from scipy import stats
-
 from convdrop import _io
+from convdrop.stats import ALPHA, CONFIDENCE, MethodSummary, Welch, summarize, welch
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -32,9 +29,6 @@ __all__ = [
     "summarize", "welch", "write_report", "write_summary_csv",
 ]
 
-ALPHA = 0.05  # significance level for the asterisk and the sentence
-CONFIDENCE = 0.95  # level of the interval for the difference of means
-STATUSES = ("ok", "failed")
 FORMATS = ("markdown", "text")
 HEADERS = ("method", "n", "test acc (%)", "train acc (%)", "gap (pp)",
            "Δ vs control (pp) [95 % CI]", "p-value")
@@ -50,146 +44,6 @@ HOW_TO_READ = (
     "not corrected for testing several methods, so at α = 0.05 about one comparison in "
     "twenty comes out significant by chance alone."
 )
-
-
-@dataclass(frozen=True)
-class Welch:
-    """Welch's unequal-variance t-test of mean(a) - mean(b)."""
-
-    diff: float  # mean(a) - mean(b); NaN when a group is empty
-    ci_low: float  # confidence interval of diff (t quantile, Welch–Satterthwaite df)
-    ci_high: float
-    t: float  # diff / standard error
-    df: float  # Welch–Satterthwaite degrees of freedom
-    p_value: float  # two-sided; NaN when a group has n < 2
-
-    def significant(self, alpha: float = ALPHA) -> bool:
-        return self.p_value < alpha  # False for NaN
-
-
-def _values(xs: Sequence[float], name: str) -> np.ndarray:
-    array = np.asarray(xs, dtype=np.float64).reshape(-1)
-    if not np.isfinite(array).all():
-        raise ValueError(f"{name} must hold finite numbers, got {list(xs)!r}")
-    return array
-
-
-def welch(a: Sequence[float], b: Sequence[float], *, confidence: float = CONFIDENCE) -> Welch:
-    """Two-sided Welch t-test and confidence interval for mean(a) - mean(b).
-
-    Matches ``scipy.stats.ttest_ind(a, b, equal_var=False)``. Edge cases, without
-    warnings: a group with n < 2 gives the difference with NaN interval, t, df and p.
-    When both groups are constant the difference is known exactly: the interval
-    collapses to it, df is NaN, and p is 0 if it is non-zero, else 1.
-    """
-    xa, xb = _values(a, "a"), _values(b, "b")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
-    nan = math.nan
-    if xa.size == 0 or xb.size == 0:
-        return Welch(nan, nan, nan, nan, nan, nan)
-    if xa.size < 2 or xb.size < 2:
-        return Welch(float(xa.mean() - xb.mean()), nan, nan, nan, nan, nan)
-    if np.ptp(xa) == 0 and np.ptp(xb) == 0:  # exact test on the values: means can round
-        diff = float(xa[0] - xb[0])
-        return Welch(diff, diff, diff, math.copysign(math.inf, diff) if diff else 0.0, nan,
-                     0.0 if diff else 1.0)
-    va, vb = xa.var(ddof=1) / xa.size, xb.var(ddof=1) / xb.size
-    se = math.sqrt(va + vb)
-    df = float((va + vb) ** 2 / (va**2 / (xa.size - 1) + vb**2 / (xb.size - 1)))
-    diff = float(xa.mean() - xb.mean())
-    t = diff / se
-    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
-    return Welch(diff, diff - half, diff + half, t, df, float(2 * stats.t.sf(abs(t), df)))
-
-
-@dataclass(frozen=True)
-class MethodSummary:
-    """One method over its seeds. Accuracies are fractions in [0, 1]."""
-
-    method: str
-    n: int  # successful runs in the statistics
-    n_failed: int  # failed runs, left out of the statistics
-    test_mean: float  # NaN when n == 0
-    test_std: float  # sample std across seeds (ddof=1); NaN when n < 2
-    train_mean: float
-    train_std: float
-    gap_mean: float  # train - test accuracy, per run, then averaged
-    gap_std: float
-    vs_control: Welch | None  # test accuracy minus control's; None for control / no control
-    is_control: bool = False
-    seeds: tuple[int, ...] = ()  # of the successful runs, in input order
-    test_accs: tuple[float, ...] = ()  # one per seed
-    train_accs: tuple[float, ...] = ()
-    failures: tuple[tuple[int, str], ...] = ()  # (seed, error) of failed runs
-
-    @property
-    def gaps(self) -> tuple[float, ...]:
-        return tuple(tr - te for tr, te in zip(self.train_accs, self.test_accs))
-
-
-def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
-    if not xs:
-        return math.nan, math.nan
-    array = np.asarray(xs, dtype=np.float64)
-    return float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else math.nan
-
-
-def _accuracy(run: Mapping, key: str) -> float:
-    value = run.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ValueError(f"{key} of run {run.get('method')!r} seed {run.get('seed')!r} must be "
-                         f"an accuracy in [0, 1], got {value!r}")
-    return float(value)
-
-
-def _group(results: Sequence[Mapping]) -> dict[str, list[Mapping]]:
-    groups: dict[str, list[Mapping]] = {}
-    seen: set[tuple[str, object]] = set()
-    for run in results:
-        method, status = run.get("method"), run.get("status")
-        if not isinstance(method, str) or not method:
-            raise ValueError(f"method must be a non-empty string, got {method!r} in {run!r}")
-        if status not in STATUSES:
-            raise ValueError(f"status of run {method!r} seed {run.get('seed')!r} must be one "
-                             f"of {STATUSES}, got {status!r}")
-        if status == "ok" and (method, run.get("seed")) in seen:
-            raise ValueError(f"run {method!r} seed {run.get('seed')!r} succeeded twice; "
-                             f"expected one successful run per method and seed")
-        if status == "ok":
-            seen.add((method, run.get("seed")))
-        groups.setdefault(method, []).append(run)
-    return groups
-
-
-def _summary(method: str, runs: list[Mapping], control: MethodSummary | None,
-             is_control: bool) -> MethodSummary:
-    ok = [run for run in runs if run["status"] == "ok"]
-    tests = tuple(_accuracy(run, "test_acc") for run in ok)
-    trains = tuple(_accuracy(run, "train_acc") for run in ok)
-    gaps = [tr - te for tr, te in zip(trains, tests)]
-    failures = tuple((run.get("seed"), str(run.get("error") or "unknown error"))
-                     for run in runs if run["status"] == "failed")
-    vs = welch(tests, control.test_accs) if control is not None and not is_control else None
-    return MethodSummary(
-        method, len(ok), len(failures), *_mean_std(tests), *_mean_std(trains),
-        *_mean_std(gaps), vs_control=vs, is_control=is_control,
-        seeds=tuple(run.get("seed") for run in ok), test_accs=tests, train_accs=trains,
-        failures=failures,
-    )
-
-
-def summarize(results: Sequence[Mapping], control: str = "control") -> list[MethodSummary]:
-    """Per-method statistics in the order methods first appear in ``results``.
-
-    Each result is a mapping with ``method``, ``seed``, ``status`` ("ok" | "failed"),
-    and for ok runs ``test_acc`` and ``train_acc`` in [0, 1]; ``error`` for failures.
-    Every method but ``control`` is compared with it (``vs_control``) when present.
-    """
-    groups = _group(results)
-    base = _summary(control, groups[control], None, True) if control in groups else None
-    return [base if method == control and base is not None
-            else _summary(method, runs, base, False) for method, runs in groups.items()]
 
 
 def _pct(value: float, signed: bool = False) -> str:
