@@ -13,13 +13,13 @@ from convdrop import cli
 from convdrop.correlation import (
     FEATURE_CHANNELS,
     correlation_study,
-    draw_study,
     feature_maps,
     reconstruct_linear,
     reconstruct_mean,
     recoverability,
     render_table,
 )
+from convdrop.correlation_plot import draw_study
 from convdrop.masks import default_image
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
