@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 
-def _step_timer(model: nn.Module, batch: int, device: str):  # noqa: ANN202
+def _step_timer(model: nn.Module, batch: int, device: str) -> Callable[[], float]:
     torch.manual_seed(0)
     images = torch.randn(batch, 3, 32, 32, device=device)
     labels = torch.randint(0, 10, (batch,), device=device)

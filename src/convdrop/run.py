@@ -25,6 +25,7 @@ from convdrop.engine import NonFiniteLossError
 from convdrop.experiment import ExperimentSpec
 
 if TYPE_CHECKING:
+    from convdrop.data import Datasets
     from convdrop.distributed import Dist
     from convdrop.training import Trainer
 
@@ -75,13 +76,13 @@ def finished_result(paths: RunPaths, run_key: str) -> dict[str, Any] | None:
 
 
 @functools.lru_cache(maxsize=4)
-def _datasets(data: str, train_size: int | None, seed: int):  # noqa: ANN202
+def _datasets(data: str, train_size: int | None, seed: int) -> Datasets:
     from convdrop.data import load_dataset, normalize
 
     return normalize(load_dataset(data, train_size=train_size, seed=seed))
 
 
-def load_run_data(spec: ExperimentSpec, seed: int):  # noqa: ANN201
+def load_run_data(spec: ExperimentSpec, seed: int) -> Datasets:
     """Normalized splits; seed k draws training subset k (the same for every method)."""
     return _datasets(spec.data, spec.train_size, seed if spec.train_size else 0)
 
