@@ -148,6 +148,14 @@ def render(shape: tuple[int, ...], rows: list[Row]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``convdrop bench``."""
+    from convdrop import _validate as v
+    from convdrop.engine import resolve_device
+
+    v.check_p(args.p, "--p")
+    v.check_positive_int(args.block_size, "--block-size")
+    if args.repeats is not None:
+        v.check_positive_int(args.repeats, "--repeats")
+    args.device = str(resolve_device(args.device))
     shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
     repeats = args.repeats or (5 if args.quick else 20)
     print(
@@ -178,10 +186,12 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main() -> int:
-    """``python -m convdrop.bench``."""
-    parser = argparse.ArgumentParser(prog="python -m convdrop.bench")
-    add_cli(parser.add_subparsers(dest="command"))
-    return run(parser.parse_args(["bench", *__import__("sys").argv[1:]]))
+    """``python -m convdrop.bench``: the same as ``convdrop bench``."""
+    import sys
+
+    from convdrop.cli import main as cli_main
+
+    return cli_main(["bench", *sys.argv[1:]])
 
 
 if __name__ == "__main__":  # pragma: no cover
