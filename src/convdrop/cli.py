@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -48,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (CliError, ValueError, TypeError, FileNotFoundError) as err:
+        if os.environ.get("CONVDROP_DEBUG"):  # the full traceback, for bug reports
+            raise
         print(f"convdrop {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
