@@ -201,19 +201,49 @@ def test_repr_names_schedule_and_progress():
     assert repr(sched) == "DropRateScheduler(schedule=linear+warmup2, step=1/10, sites=3)"
 
 
+_DDP_CHILD = """
+import datetime, json, os, sys
+import torch, torch.distributed as dist
+from torch import nn
+import convdrop
+from convdrop.schedules import DropRateScheduler
+
+class Net(nn.Module):
+    def __init__(self, p):
+        super().__init__()
+        self.layer3 = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), convdrop.DropBlock2d(p, 3))
+        self.layer4 = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), convdrop.DropBlock2d(p, 3))
+        self.head = convdrop.Dropout(0.5)
+    def forward(self, x):
+        return self.head(self.layer4(self.layer3(x)))
+
+dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=0, world_size=1,
+                        timeout=datetime.timedelta(seconds=60))
+ddp = nn.parallel.DistributedDataParallel(Net(0.4))
+sched = DropRateScheduler(ddp, "linear", 4, scales={"layer3": 0.25})
+ddp(torch.randn(2, 2, 6, 6)).sum().backward()
+sched.step()
+print(json.dumps(sched.rates()), flush=True)
+dist.destroy_process_group()
+os._exit(0)  # gloo's threads can stall interpreter shutdown; the result is already out
+"""
+
+
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="needs torch.distributed")
 def test_under_distributed_data_parallel(tmp_path):
-    """A real DDP wrapper (gloo, one rank, file store: no network): paths gain "module."."""
-    import torch.distributed as dist
+    """A real DDP wrapper (gloo, one rank, file store: no network): paths gain "module.".
 
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
-                            world_size=1)
-    try:
-        ddp = nn.parallel.DistributedDataParallel(Net(0.4))
-        sched = DropRateScheduler(ddp, "linear", 4, scales={"layer3": 0.25})
-        ddp(torch.randn(2, 2, 6, 6)).sum().backward()
-        sched.step()
-        assert sched.rates() == pytest.approx(
-            {"module.layer3.1": 0.025, "module.layer4.1": 0.1, "module.head": 0.125})
-    finally:
-        dist.destroy_process_group()
+    It runs in a child process: an in-process gloo group sometimes hung pytest's exit.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", _DDP_CHILD, str(tmp_path / "store")],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rates = json.loads(done.stdout.strip().splitlines()[-1])
+    assert rates == pytest.approx(
+        {"module.layer3.1": 0.025, "module.layer4.1": 0.1, "module.head": 0.125})
