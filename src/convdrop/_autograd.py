@@ -1,11 +1,17 @@
-"""The DropBlock autograd function: one scaled pass plus index painting, block corners saved.
+"""The DropBlock autograd function: one scaled pass with the blocks zeroed, seeds saved.
 
-Forward writes ``x * scale`` and zeroes the dropped units by index; backward zeroes
-the same units of the scaled gradient from the saved block-corner offsets, so no
-float (or bool) mask is ever kept for backward. Saved memory is 8 bytes per block,
-about ``gamma * positions / volume * 2`` of an fp32 input's bytes (≈ 0.5 % at
-p = 0.1, block 7 on 14x14 maps). When blocks are dense (high p) the seed ids are
-saved instead and the mask is rebuilt by max-pooling.
+Two painters apply a seed set. On contiguous float32/float64 CPU tensors the fused
+kernel (:mod:`convdrop._native`) scales each map and zeroes its blocks while the map
+is in cache, one streaming pass. Elsewhere (CUDA, half types, other layouts, or no
+compiled kernel) the PyTorch-level path writes ``x * scale`` and then zeroes the
+blocks by index. Both give the same bits.
+
+Backward zeroes the same units of the scaled gradient, so no float (or bool) mask is
+ever kept for backward: the fused path saves the seed ids, the PyTorch path the
+blocks' corner offsets, 8 bytes per block, about ``gamma * positions / volume * 2``
+of an fp32 input's bytes (≈ 0.5 % at p = 0.1, block 7 on 14x14 maps). When blocks
+are dense (high p) the PyTorch path saves the seed ids and rebuilds the mask by
+max-pooling.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from typing import Any
 
 import torch
 
+from convdrop import _native
 from convdrop._sampling import (
     Geometry,
     block_starts,
@@ -47,6 +54,24 @@ class Painter:
             return target.masked_fill_(self.mask, value)
         return fill_rows_(target, self.saved, self.geometry, value)
 
+    def apply(self, source: torch.Tensor, out: torch.Tensor, scale: float) -> torch.Tensor:
+        """out = source * scale, then the dropped units zeroed."""
+        torch.mul(source, scale, out=out)
+        return self.fill_(out)
+
+
+class FusedPainter:
+    """A seed set applied by the fused CPU kernel; ``saved`` holds the seed ids."""
+
+    dense = False
+
+    def __init__(self, seeds: torch.Tensor, geometry: Geometry) -> None:
+        self.saved, self.geometry = seeds, geometry
+
+    def apply(self, source: torch.Tensor, out: torch.Tensor, scale: float) -> torch.Tensor:
+        """out = source * scale with the blocks zeroed, in one pass over the maps."""
+        return _native.apply(source, out, self.saved, self.geometry, scale)
+
 
 def scale_factor(scale: str, p: float, numel: int, dropped: int | None) -> float:
     """Multiplier for kept units; 0.0 means every unit is dropped (output zeros, never NaN)."""
@@ -58,10 +83,13 @@ def scale_factor(scale: str, p: float, numel: int, dropped: int | None) -> float
     return numel / kept if kept > 0 else 0.0
 
 
-def _count(seeds: torch.Tensor, painter: Painter, out: torch.Tensor) -> int:
-    """Distinct dropped units: from the dense mask, by painting a bool copy of the layout
-    when maps hold several seeds each, else in closed form from the seeds."""
+def _count(seeds: torch.Tensor, painter: Painter | FusedPainter, out: torch.Tensor) -> int:
+    """Distinct dropped units: by the kernel from the seeds alone when it is built, else
+    from the dense mask, by painting a bool copy of the layout when maps hold several
+    seeds each, or in closed form from the seeds."""
     geometry = painter.geometry
+    if _native.counts(seeds):
+        return _native.count(seeds, geometry)
     if painter.mask is not None:
         shared = geometry.shape[1] if geometry.shared_channels else 1
         return int(painter.mask.count_nonzero()) * shared
@@ -71,21 +99,28 @@ def _count(seeds: torch.Tensor, painter: Painter, out: torch.Tensor) -> int:
     return count_dropped(seeds, geometry)
 
 
-def _resolve_scale(scale: str, p: float, seeds: torch.Tensor, painter: Painter,
-                   out: torch.Tensor) -> float:
+def _resolve_scale(scale: str, p: float, seeds: torch.Tensor,
+                   painter: Painter | FusedPainter, out: torch.Tensor) -> float:
     """The forward's multiplier; counting distinct dropped units only for "batch"."""
     if p >= 1.0 or scale == "expected":
         return scale_factor(scale, p, painter.geometry.numel, None)
     return scale_factor(scale, p, painter.geometry.numel, _count(seeds, painter, out))
 
 
-def _apply(source: torch.Tensor, out: torch.Tensor, painter: Painter | None,
+def _painter(seeds: torch.Tensor, geometry: Geometry, source: torch.Tensor,
+             out: torch.Tensor) -> Painter | FusedPainter:
+    """The fused kernel where it handles both tensors, else the PyTorch-level painter."""
+    if _native.handles(source) and _native.handles(out):
+        return FusedPainter(seeds, geometry)
+    return Painter.of(seeds, geometry, tuple(out.stride()))
+
+
+def _apply(source: torch.Tensor, out: torch.Tensor, painter: Painter | FusedPainter | None,
            scale: float) -> torch.Tensor:
     """out = source * scale with the dropped units zeroed (all zeros when scale is 0)."""
     if painter is None or scale == 0.0:
         return out.zero_()
-    torch.mul(source, scale, out=out)
-    return painter.fill_(out)
+    return painter.apply(source, out, scale)
 
 
 class DropBlockFunction(torch.autograd.Function):
@@ -97,10 +132,11 @@ class DropBlockFunction(torch.autograd.Function):
         scale: str, p: float, inplace: bool,
     ) -> torch.Tensor:
         out = x if inplace else torch.empty_like(x)
-        painter = None if p >= 1.0 else Painter.of(seeds, geometry, tuple(out.stride()))
+        painter = None if p >= 1.0 else _painter(seeds, geometry, x, out)
         ctx.scale = 0.0 if painter is None else _resolve_scale(scale, p, seeds, painter, out)
         _apply(x, out, painter, ctx.scale)
         ctx.geometry, ctx.strides = geometry, tuple(out.stride())
+        ctx.fused = isinstance(painter, FusedPainter)
         ctx.dense = painter is not None and painter.dense
         ctx.save_for_backward(painter.saved if painter is not None else seeds)
         if inplace:
@@ -110,8 +146,13 @@ class DropBlockFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         (saved,) = ctx.saved_tensors
-        # Same layout as the forward output, so the saved corner offsets apply as they are.
-        grad_in = torch.empty_strided(grad.shape, ctx.strides, dtype=grad.dtype,
-                                      device=grad.device)
-        painter = None if ctx.scale == 0.0 else Painter(saved, ctx.geometry, ctx.dense)
+        if ctx.fused:  # seeds were saved: any painter can be rebuilt for the gradient
+            grad = grad.contiguous()
+            grad_in = torch.empty_like(grad)
+            painter = _painter(saved, ctx.geometry, grad, grad_in)
+        else:
+            # Same layout as the forward output, so the saved corner offsets apply as they are.
+            grad_in = torch.empty_strided(grad.shape, ctx.strides, dtype=grad.dtype,
+                                          device=grad.device)
+            painter = Painter(saved, ctx.geometry, ctx.dense)
         return _apply(grad, grad_in, painter, ctx.scale), None, None, None, None, None
