@@ -154,11 +154,25 @@ def _worker(rank: int, port: int, spec_json: str, out: str, reports: str) -> Non
     (Path(reports) / f"rank{rank}.json").write_text(json.dumps(report))
 
 
+def _worker_then_exit(*args: str | int) -> None:
+    """Run :func:`_worker`, then leave without interpreter teardown: freeing a DDP reducer
+    after its gloo group can deadlock (the group's destructor joins a gloo thread that
+    waits for the GIL to free a tensor), and the rank's reports are already written."""
+    import traceback
+
+    try:
+        _worker(*args)
+    except BaseException:
+        traceback.print_exc()
+        os._exit(1)
+    os._exit(0)
+
+
 def _spawn_two(spec: ExperimentSpec, out: Path, reports: Path) -> None:
     context = multiprocessing.get_context("spawn")
     port = _free_port()
-    procs = [context.Process(target=_worker, args=(r, port, spec.model_dump_json(), str(out),
-                                                   str(reports))) for r in range(2)]
+    args = (port, spec.model_dump_json(), str(out), str(reports))
+    procs = [context.Process(target=_worker_then_exit, args=(r, *args)) for r in range(2)]
     for proc in procs:
         proc.start()
     for proc in procs:
