@@ -14,6 +14,7 @@ from convdrop._sampling import (
     count_dropped,
     dense_mask,
     fill_blocks_,
+    geometric_gaps,
     sample_seeds,
 )
 
@@ -103,6 +104,26 @@ def test_seeds_sorted_unique_and_in_range():
         assert seeds.numel() == 0 or (0 <= seeds.min() and seeds.max() < trials)
     assert sample_seeds(5, 1.0).tolist() == [0, 1, 2, 3, 4]
     assert sample_seeds(5, 0.0).numel() == 0
+
+
+def test_geometric_gaps_have_the_geometric_law():
+    """200,000 draws at gamma = 0.05: P(G = 1) = gamma and P(G > k) = (1 - gamma) ** k.
+
+    Tolerance: 4 standard errors of a proportion, sqrt(q (1 - q) / 200,000) <= 0.0012.
+    """
+    gamma, draws = 0.05, 200_000
+    gaps = geometric_gaps(draws, gamma, 10**9, torch.Generator().manual_seed(2), None)
+    assert gaps.dtype == torch.int64 and gaps.min() >= 1
+    for k in (0, 1, 10, 40):
+        want = (1 - gamma) ** k
+        assert abs(float((gaps > k).double().mean()) - want) < 4 * math.sqrt(want * (1 - want)
+                                                                             / draws) + 1e-9
+    assert gaps.double().mean() == pytest.approx(1 / gamma, rel=0.01)  # s.e. 0.22 %
+
+
+def test_geometric_gaps_are_capped_for_tiny_rates():
+    gaps = geometric_gaps(1000, 1e-300, 5000, torch.Generator().manual_seed(0), None)
+    assert int(gaps.max()) == 5000  # capped, no int64 overflow
 
 
 def test_seed_count_is_binomial():
