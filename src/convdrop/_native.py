@@ -76,7 +76,8 @@ def count(seeds: torch.Tensor, geometry: Geometry) -> int:
     """Distinct dropped units of the whole tensor (see ``_sampling.count_dropped``)."""
     seeds = seeds.contiguous()
     side, block = _padded(geometry)
-    per_key = _kernel.count(seeds.data_ptr(), seeds.numel(), side, block)
+    per_key = _kernel.count(seeds.data_ptr(), seeds.numel(), side, block,
+                            torch.get_num_threads())
     return per_key * (geometry.shape[1] if geometry.shared_channels else 1)
 
 

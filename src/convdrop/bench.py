@@ -4,7 +4,9 @@ For each shape it times forward + backward of every op, as a multiple of
 ``x * scalar`` forward + backward measured in the same run (one read and one
 write of the tensor each way), measures the bytes autograd saves for backward
 with ``torch.autograd.graph.saved_tensors_hooks``, and the fraction of units
-actually dropped. Peers that do not import are reported as missing.
+actually dropped. convdrop appears twice: as users get it (the fused CPU kernel
+where it applies) and on its PyTorch-level path, which CUDA and half types use.
+Peers that do not import are reported as missing.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from convdrop import _native
 from convdrop._bench_peers import peer_ops
 from convdrop._reference import reference_drop_block
 from convdrop.functional import drop_block
@@ -80,12 +83,22 @@ def time_round_robin(
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
+def pytorch_path(p: float, block: int) -> Op:
+    """convdrop's drop_block with the fused CPU kernel turned off."""
+    def op(x: torch.Tensor) -> torch.Tensor:
+        with _native.disabled():
+            return drop_block(x, p, block)
+
+    return op
+
+
 def ops(p: float, block: int) -> dict[str, Op | str]:
     """Every row of the table: name -> op, or -> reason it is missing."""
     generator_free: dict[str, Op | str] = {
         "floor x*scalar": lambda x: x * 1.1,
         "convdrop drop_block": lambda x: drop_block(x, p, block),
         "convdrop shared_channels": lambda x: drop_block(x, p, block, shared_channels=True),
+        "convdrop drop_block, PyTorch path": pytorch_path(p, block),
         "convdrop reference (dense)": lambda x: reference_drop_block(x, p, (block, block)),
         "F.dropout": lambda x: F.dropout(x, p, training=True),
         "F.dropout2d": lambda x: F.dropout2d(x, p, training=True),
@@ -161,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"# convdrop bench: torch {torch.__version__}, {args.device}, "
         f"{torch.get_num_threads()} threads, fp32, p={args.p}, block={args.block_size}, "
-        f"median of {repeats}\n"
+        f"median of {repeats}; {_native.status()}\n"
     )
     for shape in shapes:
         print(render(shape, bench_shape(shape, args.p, args.block_size, repeats, args.device)))
