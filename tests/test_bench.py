@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from convdrop import _bench_model as bench_model
 from convdrop import bench
 from convdrop.cli import main
 from convdrop.functional import drop_block
@@ -45,3 +47,20 @@ def test_cli_bad_arguments_name_the_flag(capsys):
                            (["--device", "gpu"], "got 'gpu'")]:
         assert main(["bench", "--quick", "--skip-model", *flags]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_model_overhead_table_has_both_figures():
+    text = bench_model.model_overhead(quick=True, device="cpu", repeats=1)
+    rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
+    assert set(rows) >= {"| resnet18_cifar", "| + DropBlock p=0.1 (groups 3-4)",
+                         "| its DropBlock layers alone, replayed"}
+    replayed_ms = float(rows["| its DropBlock layers alone, replayed"].split(" | ")[1])
+    assert replayed_ms > 0
+
+
+def test_paired_overhead_is_the_median_ratio():
+    base = iter([10.0, 10.0, 20.0, 10.0, 10.0]).__next__  # the first round warms up
+    other = iter([99.0, 11.0, 22.0, 12.0, 11.0]).__next__
+    base_ms, other_ms, overhead = bench_model._paired_overhead(base, other, 4)
+    assert (base_ms, other_ms) == (10.0, 11.5)
+    assert overhead == pytest.approx(0.1)  # ratios 1.1, 1.1, 1.2, 1.1
