@@ -22,7 +22,8 @@ def test_saved_bytes_counts_what_autograd_keeps():
 def test_bench_shape_rows_and_render():
     rows = bench.bench_shape((2, 16, 14, 14), 0.1, 7, repeats=1, device="cpu")
     by_name = {row.name: row for row in rows}
-    assert by_name["floor x*scalar"].floor_multiple == 1.0
+    assert by_name["floor x*scalar"].floor_multiple == by_name["floor x*scalar"].best_multiple == 1
+    assert all(row.best_multiple > 0 for row in rows if row.ms is not None)
     for name in ("convdrop drop_block", "convdrop drop_block, PyTorch path"):
         ours = by_name[name]
         assert ours.ms > 0 and ours.saved_fraction <= 0.02 and 0 < ours.dropped < 0.3
