@@ -149,10 +149,12 @@ class DropBlockFunction(torch.autograd.Function):
         if ctx.fused:  # seeds were saved: any painter can be rebuilt for the gradient
             grad = grad.contiguous()
             grad_in = torch.empty_like(grad)
-            painter = _painter(saved, ctx.geometry, grad, grad_in)
         else:
             # Same layout as the forward output, so the saved corner offsets apply as they are.
             grad_in = torch.empty_strided(grad.shape, ctx.strides, dtype=grad.dtype,
                                           device=grad.device)
-            painter = Painter(saved, ctx.geometry, ctx.dense)
+        painter = None
+        if ctx.scale != 0.0:
+            painter = (_painter(saved, ctx.geometry, grad, grad_in) if ctx.fused
+                       else Painter(saved, ctx.geometry, ctx.dense))
         return _apply(grad, grad_in, painter, ctx.scale), None, None, None, None, None

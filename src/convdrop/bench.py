@@ -4,9 +4,9 @@ For each shape it times forward + backward of every op, as a multiple of
 ``x * scalar`` forward + backward measured in the same run (one read and one write
 of the tensor each way; medians, and fastest calls), measures the bytes autograd
 saves for backward with ``torch.autograd.graph.saved_tensors_hooks``, and the
-fraction of units actually dropped. convdrop appears twice: as users get it (the fused CPU kernel
-where it applies) and on its PyTorch-level path, which CUDA and half types use.
-Peers that do not import are reported as missing.
+fraction of units actually dropped. convdrop appears twice: as users get it (the
+fused CPU kernel where it applies) and on its PyTorch-level path, which CUDA and
+half types use. Peers that do not import are reported as missing.
 """
 
 from __future__ import annotations
