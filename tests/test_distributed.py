@@ -158,8 +158,10 @@ def _worker_then_exit(*args: str | int) -> None:
     """Run :func:`_worker`, then leave without interpreter teardown: freeing a DDP reducer
     after its gloo group can deadlock (the group's destructor joins a gloo thread that
     waits for the GIL to free a tensor), and the rank's reports are already written."""
+    import faulthandler
     import traceback
 
+    faulthandler.dump_traceback_later(100, exit=False)  # a hung rank shows where, on stderr
     try:
         _worker(*args)
     except BaseException:

@@ -45,6 +45,7 @@ CASES = [  # (shape, block): 1d/2d/3d, clipped, block 1, block = map, even and r
     ((4, 8, 14, 14), 7), ((3, 5, 7, 7), 7), ((2, 3, 16, 16), (4, 2)), ((5, 6, 30), 5),
     ((2, 3, 6, 7, 5), (2, 3, 2)), ((2, 3, 5, 5), 9), ((4, 4, 9, 9), 2), ((2, 2, 8, 8), 1),
     ((2, 3, 40, 40), (3, 40)),  # block spans whole rows: merged runs
+    ((2, 3, 4, 6, 5), (2, 6, 5)),  # block spans whole planes: one run
 ]
 
 
@@ -60,6 +61,7 @@ def test_fused_and_pytorch_paths_give_the_same_bits(shape, block, shared, dtype,
                                                     inplace):
     x = torch.randn(shape, dtype=dtype, generator=gen(1))
     grad = torch.randn(shape, dtype=dtype, generator=gen(2))
+    assert _native.handles(x)  # the first path really is the kernel's
     (y_fused, g_fused), (y_torch, g_torch) = both_paths(
         x, grad, p, block, shared_channels=shared, scale=scale, inplace=inplace)
     assert torch.equal(y_fused, y_torch)
