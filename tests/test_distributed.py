@@ -130,9 +130,19 @@ def _same_batches_as_ddp(trainer: Trainer, seed: int) -> None:
 
 
 def _worker(rank: int, port: int, spec_json: str, out: str, reports: str) -> None:
-    """One rank: train two runs, save its weights, rates and write counts to ``reports``."""
+    """One rank: train two runs, save its weights, rates and write counts to ``reports``.
+
+    It leaves with ``os._exit`` while its trainers are still alive: freeing a DDP reducer
+    after its gloo group was destroyed runs the group's destructor with the GIL held, and
+    that destructor joins a gloo thread which may be waiting for the GIL to free a
+    tensor (a deadlock seen in several full-suite runs here). A hung rank dumps
+    its stacks to stderr after 100 s.
+    """
+    import faulthandler
+
     from convdrop import _io, functional
 
+    faulthandler.dump_traceback_later(100, exit=False)
     os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
     torch.set_num_threads(1)
@@ -152,29 +162,14 @@ def _worker(rank: int, port: int, spec_json: str, out: str, reports: str) -> Non
               "steps": trainer.drop_scheduler.step_count,
               "writes": [w for w in writes if w.startswith(out)]}
     (Path(reports) / f"rank{rank}.json").write_text(json.dumps(report))
-
-
-def _worker_then_exit(*args: str | int) -> None:
-    """Run :func:`_worker`, then leave without interpreter teardown: freeing a DDP reducer
-    after its gloo group can deadlock (the group's destructor joins a gloo thread that
-    waits for the GIL to free a tensor), and the rank's reports are already written."""
-    import faulthandler
-    import traceback
-
-    faulthandler.dump_traceback_later(100, exit=False)  # a hung rank shows where, on stderr
-    try:
-        _worker(*args)
-    except BaseException:
-        traceback.print_exc()
-        os._exit(1)
-    os._exit(0)
+    os._exit(0)  # plain and trainer (and their reducers) are never freed
 
 
 def _spawn_two(spec: ExperimentSpec, out: Path, reports: Path) -> None:
     context = multiprocessing.get_context("spawn")
     port = _free_port()
     args = (port, spec.model_dump_json(), str(out), str(reports))
-    procs = [context.Process(target=_worker_then_exit, args=(r, *args)) for r in range(2)]
+    procs = [context.Process(target=_worker, args=(r, *args)) for r in range(2)]
     for proc in procs:
         proc.start()
     for proc in procs:
