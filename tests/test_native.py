@@ -170,6 +170,13 @@ def test_environment_variable_turns_the_kernel_off():
     assert out == "False fused CPU kernel off (disabled)"
 
 
+def test_environment_values_are_checked():
+    assert _native._from_environment(" Off ") is False
+    assert _native._from_environment("yes") is True
+    with pytest.raises(ValueError, match=r"CONVDROP_NATIVE must be one of .*; got 'maybe'"):
+        _native._from_environment("maybe")
+
+
 @pytest.mark.parametrize("args,message", [
     ((0, 0, 2, 1, 1, 0, (1, 4, 4), (1, 2, 2), 0, 0, 1.0, 1), "dtype code"),
     ((0, 0, 0, 1, 1, 0, (1, 4, 4), (1, 5, 2), 0, 0, 1.0, 1), "does not fit"),

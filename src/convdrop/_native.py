@@ -6,7 +6,8 @@ does. The PyTorch-level path (a multiply, then zeroing by index) gives the same
 bits and serves everything the kernel does not: CUDA, float16/bfloat16, other
 memory layouts, and installs where the C file could not be compiled.
 
-``CONVDROP_NATIVE=0`` in the environment turns the kernel off for a whole run;
+``CONVDROP_NATIVE=0`` (or false/off/no) in the environment turns the kernel off for a
+whole run;
 :func:`disabled` does so for a block of code (the bench uses it to time both paths).
 """
 
@@ -30,26 +31,46 @@ else:
 
 _DTYPES = {torch.float32: 0, torch.float64: 1}
 _SINGLE_THREAD_BELOW = 1 << 16  # units; starting a thread costs more than it saves
-_enabled = os.environ.get("CONVDROP_NATIVE", "1").strip() != "0"
+_SWITCH = {"1": True, "true": True, "on": True, "yes": True,
+           "0": False, "false": False, "off": False, "no": False}
+
+
+def _from_environment(value: str) -> bool:
+    """``CONVDROP_NATIVE``: 1/true/on/yes (the default) or 0/false/off/no."""
+    key = value.strip().lower()
+    if key not in _SWITCH:
+        raise ValueError(f"CONVDROP_NATIVE must be one of 1, true, on, yes, 0, false, off, no; "
+                         f"got {value!r}")
+    return _SWITCH[key]
+
+
+_enabled: bool | None = None  # read from CONVDROP_NATIVE on first use
+
+
+def _is_enabled() -> bool:
+    global _enabled
+    if _enabled is None:
+        _enabled = _from_environment(os.environ.get("CONVDROP_NATIVE", "1"))
+    return _enabled
 
 
 def status() -> str:
     """One line for reports: whether the fused kernel runs, and if not, why."""
     if _kernel is None:
         return f"fused CPU kernel {_MISSING}"
-    return "fused CPU kernel on" if _enabled else "fused CPU kernel off (disabled)"
+    return "fused CPU kernel on" if _is_enabled() else "fused CPU kernel off (disabled)"
 
 
 def active() -> bool:
     """True when the kernel is built and not turned off."""
-    return _kernel is not None and _enabled
+    return _kernel is not None and _is_enabled()
 
 
 @contextmanager
 def disabled() -> Iterator[None]:
     """Run the enclosed code on the PyTorch-level path."""
     global _enabled
-    before, _enabled = _enabled, False
+    before, _enabled = _is_enabled(), False
     try:
         yield
     finally:
