@@ -20,7 +20,8 @@ def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def both_paths(x: torch.Tensor, grad: torch.Tensor, *args, **kwargs):
+def both_paths(x: torch.Tensor, grad: torch.Tensor, *args: object,
+               **kwargs: object) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Output and input gradient of drop_block on the fused and on the PyTorch path,
     from the same generator state."""
     results = []

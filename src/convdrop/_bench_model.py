@@ -76,18 +76,13 @@ def _sites_alone(model: nn.Module, batch: int, device: str, repeats: int) -> flo
         model(torch.randn(batch, 3, 32, 32, device=device))
     for hook in hooks:
         hook.remove()
+    from convdrop.bench import time_round_robin
+
     total = 0.0
     for layer, shape in shapes:
         x = torch.randn(shape, device=device, requires_grad=True)
         grad = torch.randn(shape, device=device)
-        times = []
-        for _ in range(repeats + 2):
-            start = time.perf_counter()
-            layer(x).backward(grad)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            times.append((time.perf_counter() - start) * 1e3)
-        total += statistics.median(times[2:])
+        total += time_round_robin({"layer": layer}, x, grad, repeats)["layer"][0]
     return total
 
 
@@ -106,10 +101,13 @@ def model_overhead(*, quick: bool, device: str, repeats: int) -> str:
     rates = [layer.p for layer in layers]
     step = _step_timer(model, batch, device)
 
+    def set_rates(on: bool) -> None:
+        for layer, rate in zip(layers, rates):
+            layer.p = rate if on else 0.0
+
     def at_rates(on: bool) -> Callable[[], float]:
         def run() -> float:
-            for layer, rate in zip(layers, rates):
-                layer.p = rate if on else 0.0
+            set_rates(on)
             return step()
         return run
 
@@ -117,8 +115,7 @@ def model_overhead(*, quick: bool, device: str, repeats: int) -> str:
              "the same, DropBlock p=0.1 (groups 3-4)")
     timed = _paired_overhead(dict(zip(names, (at_rates(False), at_rates(False),
                                               at_rates(True)))), max(3, repeats))
-    for layer, rate in zip(layers, rates):
-        layer.p = rate
+    set_rates(True)
     base_ms = timed[names[0]][0]
     alone = _sites_alone(model, batch, device, repeats)
     rows = [f"| {names[0]} | {base_ms:.1f} | |"]
