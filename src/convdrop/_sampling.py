@@ -72,7 +72,9 @@ def geometric_gaps(
     By inversion, ``floor(log(1 - U) / log(1 - gamma)) + 1`` with U uniform in [0, 1)
     drawn in float64 (53 random bits, so the tail is exact to ~1e-16). Four vectorized
     passes cost about half of ``Tensor.geometric_``, which takes a scalar log per draw.
-    The cap keeps tiny rates from overflowing int64; gaps past it end the seeds anyway.
+    The cap keeps tiny rates from overflowing int64. A caller must pass a cap that
+    still lands *past* the last slot: a capped gap is then exactly as good as the
+    true one (both end the seed set), and the law of every drawn seed is unchanged.
     """
     u = torch.rand(size, dtype=torch.float64, generator=generator, device=device)
     gaps = u.neg_().log1p_().div_(math.log1p(-gamma)).floor_().add_(1.0).clamp_(max=cap)
@@ -88,6 +90,10 @@ def sample_seeds(
 ) -> torch.Tensor:
     """Sorted ids of the successes of ``trials`` Bernoulli(``gamma``) draws.
 
+    Exactly that law: every slot, the first and the last included, is a success with
+    probability ``gamma`` independently of the others, so the set is empty with
+    probability ``(1 - gamma) ** trials``.
+
     Returns an int64 tensor (num_seeds,) on ``device``; int32 would halve the
     saved bytes but ``index_fill_`` needs int64 anyway.
     """
@@ -98,10 +104,13 @@ def sample_seeds(
     chunks = []
     start = -1  # position of the last success drawn so far
     while start < trials - 1:
-        remaining = trials - 1 - start
+        remaining = trials - 1 - start  # slots after ``start``: start + 1 .. trials - 1
         mean = remaining * gamma
         size = min(remaining, int(mean + 6.0 * math.sqrt(mean) + 16))
-        positions = geometric_gaps(size, gamma, trials, generator, device).cumsum_(0).add_(start)
+        # A gap of remaining + 1 lands on slot ``trials``, one past the end: capping any
+        # lower would turn "no further success" into a success on the last slot.
+        gaps = geometric_gaps(size, gamma, remaining + 1, generator, device)
+        positions = gaps.cumsum_(0).add_(start)
         chunks.append(positions)
         start = int(positions[-1])
     seeds = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
