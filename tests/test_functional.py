@@ -244,3 +244,85 @@ def test_batch_scale_is_count_over_kept_exactly(shape, block, p, shared, layout)
     assert torch.equal(y == 0, mask)
     kept = int((~mask).sum())
     assert torch.allclose(y[~mask], x[~mask] * (mask.numel() / kept))
+
+
+# --- bad input found by trying it (each refused before anything is written) ----------
+
+@pytest.mark.parametrize("make", [
+    lambda: torch.ones(1, 2, 6, 6, requires_grad=True),
+    lambda: torch.nn.Parameter(torch.ones(1, 2, 6, 6)),
+])
+def test_inplace_on_a_leaf_that_requires_grad_is_refused_before_writing(make):
+    x = make()
+    before = x.detach().clone()
+    with pytest.raises(RuntimeError, match=r"inplace=True cannot write into a leaf tensor"):
+        drop_block(x, 0.5, 3, inplace=True, generator=gen())
+    assert torch.equal(x.detach(), before)
+    view = x[:, :1]
+    with pytest.raises(RuntimeError, match=r"a view of a leaf tensor"):
+        drop_block(view, 0.5, 3, inplace=True, generator=gen())
+    assert torch.equal(x.detach(), before)
+    with torch.no_grad():  # allowed where autograd is off, as for torch's own ops
+        drop_block(x, 0.5, 3, inplace=True, generator=gen())
+    assert not torch.equal(x.detach(), before)
+
+
+def test_inplace_on_a_non_leaf_still_works_with_autograd():
+    leaf = torch.ones(1, 2, 6, 6, requires_grad=True)
+    x = leaf * 2.0
+    y = drop_block(x, 0.5, 3, inplace=True, generator=gen(1))
+    y.sum().backward()
+    assert torch.equal(leaf.grad == 0, y == 0)
+
+
+@pytest.mark.parametrize("p", [0.99999, 0.999999])
+def test_expected_scale_refuses_a_factor_float16_cannot_hold(p):
+    x = torch.ones(2, 3, 8, 8, dtype=torch.float16)
+    with pytest.raises(ValueError, match=r"p=0.9999.* scale='expected' .* torch.float16"):
+        drop_block(x, p, 3, scale="expected")
+    y = drop_block(x.float(), p, 3, scale="expected", generator=gen())  # float32 holds it
+    assert torch.isfinite(y).all()
+
+
+def test_expected_scale_just_below_the_float16_limit_stays_finite():
+    x = torch.ones(64, 64, 8, 8, dtype=torch.float16)
+    y = drop_block(x, 0.9999, 1, scale="expected", generator=gen(2))
+    assert torch.isfinite(y).all() and (y > 0).any()
+
+
+def test_batch_scale_saturates_in_float16():
+    """One kept unit of 90,000: the factor 90,000 is above float16's 65504."""
+    x = torch.ones(1, 1, 300, 300, dtype=torch.float16)
+    for seed in range(40):
+        y = drop_block(x, 0.99999, 1, generator=gen(seed))
+        assert torch.isfinite(y).all()
+        if int((y > 0).sum()) == 1:
+            assert float(y.max()) == 65504.0
+            break
+    else:
+        pytest.fail("no draw kept exactly one unit")
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda: block_mask((2, 3, -1, 8), 0.5, 3), ValueError,
+     r"shape entries must be ints >= 0, got \(2, 3, -1, 8\)"),
+    (lambda: block_mask((2, 3, 4.5, 8), 0.5, 3), ValueError, r"shape entries must be ints"),
+    (lambda: block_mask("abc", 0.5, 3), ValueError, r"shape must be a sequence of ints"),
+    (lambda: drop_block(torch.ones(2, 3, 8, 8).to(torch.float8_e4m3fn), 0.5, 3), TypeError,
+     r"x must be a floating-point tensor \(float16, .* got dtype torch.float8_e4m3fn"),
+    (lambda: cutout(torch.ones(3, 8, 8), 0), ValueError, r"size entries must be ints >= 1"),
+    (lambda: cutout(torch.ones(8, 8), 4), ValueError,
+     r"images must have 3 \(C, H, W\): one image or 4 \(N, C, H, W\): a batch dimensions"),
+])
+def test_bad_input_gets_the_right_error(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+@pytest.mark.parametrize("calibrated", [True, False])
+def test_empty_maps_give_an_empty_mask(calibrated):
+    mask = block_mask((2, 3, 0, 8), 0.5, 3, calibrated=calibrated)
+    assert mask.shape == (2, 3, 0, 8) and mask.dtype == torch.bool
+    assert block_mask((0, 3, 5, 5), 0.5, 3).shape == (0, 3, 5, 5)
+    x = torch.ones(2, 3, 0, 8)
+    assert drop_block(x, 0.5, 3).shape == x.shape

@@ -134,6 +134,8 @@ class DropBlockFunction(torch.autograd.Function):
         out = x if inplace else torch.empty_like(x)
         painter = None if p >= 1.0 else _painter(seeds, geometry, x, out)
         ctx.scale = 0.0 if painter is None else _resolve_scale(scale, p, seeds, painter, out)
+        # Saturate rather than overflow: float16 holds factors up to 65504 only.
+        ctx.scale = min(ctx.scale, torch.finfo(x.dtype).max)
         _apply(x, out, painter, ctx.scale)
         ctx.geometry, ctx.strides = geometry, tuple(out.stride())
         ctx.fused = isinstance(painter, FusedPainter)

@@ -23,11 +23,17 @@ def check_p(p: float, name: str = "p") -> float:
     return float(p)
 
 
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def check_float_tensor(x: object, name: str = "x") -> torch.Tensor:
-    """Raise ``TypeError`` unless ``x`` is a floating-point tensor."""
+    """Raise ``TypeError`` unless ``x`` is a float16/bfloat16/float32/float64 tensor.
+
+    float8 types are floating point too, but torch has no arithmetic for them.
+    """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
+    if x.dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"{name} must be a floating-point tensor (float16, bfloat16, float32 or float64), "
             f"got dtype {x.dtype}"
@@ -35,14 +41,31 @@ def check_float_tensor(x: object, name: str = "x") -> torch.Tensor:
     return x
 
 
-def check_rank(shape: Sequence[int], ranks: Sequence[int], name: str = "x") -> None:
-    """Raise ``ValueError`` unless ``len(shape)`` is one of ``ranks``."""
+def check_rank(shape: Sequence[int], ranks: Sequence[int], name: str = "x",
+               layouts: Sequence[str] | None = None) -> None:
+    """Raise ``ValueError`` unless ``len(shape)`` is one of ``ranks``.
+
+    ``layouts`` names the accepted layouts, e.g. ``("(C, H, W)", "(N, C, H, W)")``; by
+    default they are the DropBlock ones, (N, C, L), (N, C, H, W) and (N, C, D, H, W).
+    """
     if len(shape) not in ranks:
-        wanted = " or ".join(_rank_name(r) for r in ranks)
+        names = layouts or [_rank_name(r) for r in ranks]
+        wanted = " or ".join(names)
         raise ValueError(
             f"{name} must have {wanted} dimensions, got shape {tuple(shape)} "
             f"({len(shape)} dimensions)"
         )
+
+
+def check_shape(shape: object, ranks: Sequence[int], name: str = "shape") -> tuple[int, ...]:
+    """Return ``shape`` as a tuple of ints >= 0 with one of ``ranks`` dimensions."""
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, (Sequence, torch.Size)):
+        raise ValueError(f"{name} must be a sequence of ints, got {shape!r}")
+    for size in shape:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ValueError(f"{name} entries must be ints >= 0, got {tuple(shape)!r}")
+    check_rank(tuple(shape), ranks, name=name)
+    return tuple(shape)
 
 
 def _rank_name(rank: int) -> str:
@@ -50,24 +73,25 @@ def _rank_name(rank: int) -> str:
     return names.get(rank, str(rank))
 
 
-def check_block_size(block_size: int | Sequence[int], ndim: int) -> tuple[int, ...]:
-    """Normalize ``block_size`` to a tuple of ``ndim`` positive ints."""
+def check_block_size(block_size: int | Sequence[int], ndim: int,
+                     name: str = "block_size") -> tuple[int, ...]:
+    """Normalize ``block_size`` (called ``name`` in messages) to ``ndim`` positive ints."""
     if isinstance(block_size, bool):
-        raise ValueError(f"block_size must be an int >= 1 or a tuple of them, got {block_size!r}")
+        raise ValueError(f"{name} must be an int >= 1 or a tuple of them, got {block_size!r}")
     if isinstance(block_size, int):
         sizes: tuple[int, ...] = (block_size,) * ndim
     elif isinstance(block_size, Sequence) and not isinstance(block_size, str):
         sizes = tuple(block_size)
         if len(sizes) != ndim:
             raise ValueError(
-                f"block_size must be an int or a tuple of {ndim} ints for a {ndim}d map, "
+                f"{name} must be an int or a tuple of {ndim} ints for a {ndim}d map, "
                 f"got {block_size!r} (length {len(sizes)})"
             )
     else:
-        raise ValueError(f"block_size must be an int >= 1 or a tuple of them, got {block_size!r}")
+        raise ValueError(f"{name} must be an int >= 1 or a tuple of them, got {block_size!r}")
     for size in sizes:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"block_size entries must be ints >= 1, got {block_size!r}")
+            raise ValueError(f"{name} entries must be ints >= 1, got {block_size!r}")
     return sizes
 
 
@@ -90,6 +114,37 @@ def check_generator(generator: object, device: torch.device | None = None) -> No
         raise ValueError(
             f"generator is on {generator.device.type} but the tensor is on {device.type}; "
             f"expected a generator created with torch.Generator(device='{device.type}')"
+        )
+
+
+def check_inplace(x: torch.Tensor, inplace: bool) -> None:
+    """Refuse ``inplace=True`` where autograd would refuse it, before anything is written.
+
+    Writing into a leaf that requires grad (an ``nn.Parameter``, say), or into a view of
+    one, would destroy the value autograd needs; torch raises only after the write.
+    """
+    if not (inplace and torch.is_grad_enabled() and x.requires_grad):
+        return
+    base = x._base if x._is_view() else None
+    if x.is_leaf or (base is not None and base.is_leaf and base.requires_grad):
+        what = "a leaf tensor" if x.is_leaf else "a view of a leaf tensor"
+        raise RuntimeError(
+            f"inplace=True cannot write into {what} that requires grad (shape "
+            f"{tuple(x.shape)}); use inplace=False, or detach it or run under torch.no_grad()"
+        )
+
+
+def check_expected_scale(p: float, dtype: torch.dtype) -> None:
+    """Refuse ``scale="expected"`` when 1 / (1 - p) overflows ``dtype`` (float16 above
+    p ≈ 0.99998): the kept units would all become inf."""
+    if p >= 1.0:
+        return
+    largest = torch.finfo(dtype).max
+    if 1.0 / (1.0 - p) > largest:
+        raise ValueError(
+            f"p={p!r} with scale='expected' needs a factor 1 / (1 - p) = {1.0 / (1.0 - p):.4g}, "
+            f"more than {dtype} can hold ({largest:.6g}); use p <= {1.0 - 1.0 / largest:.6g}, "
+            f"scale='batch', or a wider dtype"
         )
 
 

@@ -9,6 +9,7 @@ channels (block = map); dropout is block size 1.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -55,9 +56,12 @@ def drop_block(
         calibrated: solve the seed rate so the expected dropped fraction is exactly ``p``
             for this map and block; False uses the paper's gamma formula.
         scale: "batch" multiplies kept units by count / count_kept over the whole tensor;
-            "expected" by 1 / (1 - p). If every unit is dropped the output is zeros.
+            "expected" by 1 / (1 - p). If every unit is dropped the output is zeros. In
+            float16 the batch factor saturates at the dtype's largest value (65504), and
+            "expected" refuses a ``p`` whose factor float16 cannot hold.
         generator: source of randomness; the global RNG is left untouched when given.
-        inplace: write the result into ``x``.
+        inplace: write the result into ``x``; refused (before anything is written) for a
+            leaf that requires grad, or a view of one, as autograd would refuse it.
 
     Returns:
         Tensor of the same shape, dtype, device and memory layout as ``x``.
@@ -66,8 +70,10 @@ def drop_block(
     v.check_rank(tuple(x.shape), (3, 4, 5))
     p = v.check_p(p)
     block = v.check_block_size(block_size, x.dim() - 2)
-    v.check_scale(scale)
+    if v.check_scale(scale) == "expected":
+        v.check_expected_scale(p, x.dtype)
     v.check_generator(generator, x.device)
+    v.check_inplace(x, inplace and training and p > 0.0)
     if not training or p == 0.0 or x.numel() == 0:
         return x
     geometry = Geometry.of(tuple(x.shape), block, shared_channels)
@@ -97,13 +103,12 @@ def block_mask(
         Tensor[bool] of ``shape``, True where dropped. With ``shared_channels`` the
         channels of a sample are identical (an expanded view).
     """
-    shape = tuple(int(s) for s in shape)
-    v.check_rank(shape, (3, 4, 5), name="shape")
+    shape = v.check_shape(shape, (3, 4, 5))
     p = v.check_p(p)
     block = v.check_block_size(block_size, len(shape) - 2)
     v.check_generator(generator, torch.device(device) if device is not None else None)
-    if p >= 1.0:
-        return torch.ones(shape, dtype=torch.bool, device=device)
+    if p >= 1.0 or math.prod(shape) == 0:
+        return torch.full(shape, p >= 1.0, dtype=torch.bool, device=device)
     geometry = Geometry.of(shape, block, shared_channels)
     seeds = _draw_seeds(geometry, p, calibrated, generator, device)
     mask = torch.zeros(shape, dtype=torch.bool, device=device)
@@ -183,9 +188,8 @@ def cutout_mask(
     Args:
         shape: (N, C, H, W).
     """
-    shape = tuple(int(s) for s in shape)
-    v.check_rank(shape, (4,), name="shape")
-    sides = v.check_block_size(size, 2)
+    shape = v.check_shape(shape, (4,))
+    sides = v.check_block_size(size, 2, name="size")
     count = v.check_positive_int(count, "count")
     n, _, height, width = shape
     centres = [
@@ -218,7 +222,8 @@ def cutout(
         A new tensor of the same shape.
     """
     v.check_float_tensor(images, "images")
-    v.check_rank(tuple(images.shape), (3, 4), name="images")
+    v.check_rank(tuple(images.shape), (3, 4), name="images",
+                 layouts=("3 (C, H, W): one image", "4 (N, C, H, W): a batch"))
     v.check_generator(generator, images.device)
     batched = images if images.dim() == 4 else images[None]
     mask = cutout_mask(

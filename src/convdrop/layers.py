@@ -23,13 +23,23 @@ __all__ = [
 
 
 class Regularizer(nn.Module):
-    """Base of every convdrop layer whose strength is a drop probability ``p``."""
+    """Base of every convdrop layer whose strength is a drop probability ``p``.
 
-    p: float
+    ``p`` is checked whenever it is set, so a bad value fails where it is assigned
+    (by you or a scheduler), not at the next forward.
+    """
 
     def __init__(self, p: float) -> None:
         super().__init__()
-        self.p = v.check_p(p)
+        self.p = p
+
+    @property
+    def p(self) -> float:
+        return self._p
+
+    @p.setter
+    def p(self, value: float) -> None:
+        self._p = v.check_p(value)
 
 
 class _DropBlockNd(Regularizer):
@@ -130,7 +140,7 @@ class Cutout(nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        v.check_block_size(size, 2)
+        v.check_block_size(size, 2, name="size")
         self.size = size
         self.count = v.check_positive_int(count, "count")
         v.check_generator(generator)
