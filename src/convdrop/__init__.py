@@ -5,15 +5,6 @@ rate, spatial dropout, dropout and Cutout, as functions and thin modules.
 """
 
 from convdrop import models
-from convdrop.budget import Site, drop_budget, sites
-from convdrop.functional import (
-    block_mask,
-    cutout,
-    cutout_mask,
-    drop_block,
-    dropout,
-    spatial_dropout,
-)
 from convdrop.layers import (
     Cutout,
     DropBlock1d,
@@ -23,8 +14,24 @@ from convdrop.layers import (
     Regularizer,
     SpatialDropout,
 )
-from convdrop.placement import Rule, regularize, unregularize
-from convdrop.schedules import DropRateScheduler, get_schedule
+from convdrop.ops import (
+    block_mask,
+    cutout,
+    cutout_mask,
+    drop_block,
+    dropout,
+    spatial_dropout,
+)
+from convdrop.placement import (
+    DropRateScheduler,
+    Rule,
+    Site,
+    drop_budget,
+    get_schedule,
+    regularize,
+    sites,
+    unregularize,
+)
 
 __version__ = "0.1.0"
 

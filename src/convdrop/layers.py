@@ -1,4 +1,4 @@
-"""Thin ``nn.Module`` wrappers over :mod:`convdrop.functional`.
+"""Thin ``nn.Module`` wrappers over :mod:`convdrop.ops.functional`.
 
 Each layer stores its hyperparameters and calls one function. ``p`` is a plain
 attribute so a :class:`convdrop.DropRateScheduler` (or you) can set it between
@@ -13,8 +13,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from convdrop import _validate as v
-from convdrop import functional as F
+from convdrop.ops import functional as F
+from convdrop.ops import validate as v
 
 __all__ = [
     "Cutout", "DropBlock1d", "DropBlock2d", "DropBlock3d", "Dropout", "Regularizer",
@@ -104,7 +104,7 @@ class DropBlock3d(_DropBlockNd):
 
 
 class _UnitDropout(Regularizer):
-    """A rate and a generator around one of the unit-wise ops of :mod:`convdrop.functional`."""
+    """A rate and a generator around one of the unit-wise ops of :mod:`convdrop.ops.functional`."""
 
     op: ClassVar[Callable[..., torch.Tensor]]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from convdrop import _validate as v
 from convdrop.layers import DropBlock2d, Dropout, SpatialDropout
+from convdrop.ops import validate as v
 
 REGULARIZERS = ("dropout", "dropblock", "spatial_dropout")
 

@@ -36,8 +36,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from convdrop import _validate as v
 from convdrop.models._common import check_block, check_rates, init_weights, make_regularizer
+from convdrop.ops import validate as v
 
 __all__ = ["VARIANTS", "SimpleCNN", "simple_cnn"]
 

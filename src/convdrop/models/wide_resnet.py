@@ -20,8 +20,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from convdrop import _validate as v
 from convdrop.models._common import check_block, check_rates, init_weights, make_regularizer
+from convdrop.ops import validate as v
 
 __all__ = ["WideBlock", "WideResNet", "wide_resnet"]
 

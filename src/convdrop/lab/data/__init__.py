@@ -1,0 +1,256 @@
+"""Local datasets for the experiment runner; nothing is downloaded.
+
+A dataset is named by a spec string, ``KIND`` or ``KIND:PATH``:
+
+- ``digits`` (default): scikit-learn's bundled 1,797 handwritten 8x8 digits,
+  upsampled bilinearly to 32x32 so neighbouring pixels are correlated, which is
+  the regime where dropping blocks differs from dropping pixels. Stratified
+  60/20/20 split: 1,079 train, 359 validation, 359 test.
+- ``cifar10:PATH`` / ``cifar100:PATH``: the python-pickle batches, with PATH the
+  ``cifar-10-batches-py`` / ``cifar-100-python`` directory or its parent. The
+  validation set is a stratified 5,000 images off the 50,000 train images (a
+  tenth, at least one, when the batches hold fewer), leaving 45,000 to train on;
+  the test batch is the test set. Pickles can run code, so they are read by an
+  unpickler that refuses every global except numpy's ``_reconstruct``,
+  ``ndarray`` and ``dtype`` (see ``convdrop.lab.data.cifar``).
+- ``folder:PATH``: an ImageFolder tree (``train/``, ``val/``, optional ``test/``),
+  converted to RGB and resized to ``image_size``. Without ``test/`` the
+  validation images double as the test set, with a warning.
+- ``synthetic``: seeded 3-class images (horizontal stripes, vertical stripes,
+  blobs), 600/150/150, that a small CNN learns in an epoch; for tests.
+
+Everything is decoded into memory as tensors (full CIFAR is about 740 MB of
+float32). Images are float32 in [0, 1], not normalized; ``Datasets.mean`` and
+``Datasets.std`` hold per-channel statistics of the train split and
+:func:`normalize` applies them. Splits are fixed (seed ``SPLIT_SEED``) so every
+run seed is scored on the same test images; ``seed`` only picks the
+``train_size`` subset. Bad paths, layouts or files raise :class:`DataError`
+with the path and the expected layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import TensorDataset
+
+from convdrop.lab.data.split import split_off, subset
+
+KINDS = ("digits", "cifar10", "cifar100", "folder", "synthetic")
+PATH_KINDS = ("cifar10", "cifar100", "folder")
+SPLIT_SEED = 0  # fixed train/val/test split, independent of the run seed
+DIGITS_FRACTIONS = (0.6, 0.2, 0.2)  # train, val, test
+CIFAR_VAL_SIZE = 5000
+DEFAULT_IMAGE_SIZE = 32
+
+
+class DataError(ValueError):
+    """A dataset could not be read: a bad spec, path, layout or file."""
+
+
+@dataclass(frozen=True)
+class Datasets:
+    """The three splits of one dataset, each ``TensorDataset(images, labels)``.
+
+    Images are Tensor[N, C, H, W] float32 in [0, 1] (standardized after
+    :func:`normalize`); labels are Tensor[N] int64.
+    """
+
+    train: TensorDataset  # possibly a stratified train_size subset
+    val: TensorDataset  # for model selection and early stopping
+    test: TensorDataset  # report only; the same object as val when test_is_val
+    num_classes: int
+    in_channels: int  # C
+    image_size: int  # H == W
+    name: str  # "digits", "cifar10", "cifar100", "synthetic" or "folder:<dir name>"
+    classes: tuple[str, ...] = ()  # class names, index = label
+    mean: tuple[float, ...] = ()  # per-channel mean of the train split (after train_size)
+    std: tuple[float, ...] = ()  # per-channel std of the train split
+    test_is_val: bool = False  # True when a folder has no test/ and val stands in
+
+
+def parse_spec(spec: str) -> tuple[str, Path | None]:
+    """Split ``"kind"`` or ``"kind:PATH"`` into ``(kind, Path or None)``.
+
+    The kind is case-insensitive; ``~`` in PATH is expanded. Raises ``DataError``
+    for an unknown kind, a missing PATH where one is needed, or a PATH where none is.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise DataError(f"dataset spec must be a non-empty string like 'digits', got {spec!r}")
+    kind, sep, raw_path = spec.strip().partition(":")
+    kind = kind.strip().lower()
+    if kind not in KINDS:
+        raise DataError(
+            f"unknown dataset kind {kind!r} in spec {spec!r}; expected one of "
+            "digits, synthetic, cifar10:PATH, cifar100:PATH, folder:PATH"
+        )
+    if kind in PATH_KINDS:
+        if not raw_path.strip():
+            raise DataError(f"dataset spec {spec!r} needs a path: '{kind}:PATH'")
+        return kind, Path(raw_path.strip()).expanduser()
+    if sep:
+        raise DataError(f"dataset spec {spec!r}: '{kind}' takes no path")
+    return kind, None
+
+
+def load_dataset(
+    spec: str = "digits",
+    *,
+    train_size: int | None = None,
+    seed: int = 0,
+    image_size: int | None = None,
+) -> Datasets:
+    """Load a dataset by spec (see the module docstring) into in-memory tensors.
+
+    Args:
+        spec: ``digits``, ``synthetic``, ``cifar10:PATH``, ``cifar100:PATH`` or ``folder:PATH``.
+        train_size: if given, a stratified subset of this many training images,
+            between ``num_classes`` and the full train split.
+        seed: picks the ``train_size`` subset; the splits themselves are fixed.
+        image_size: side S of the square images; default 32. Digits and CIFAR are
+            resized bilinearly, folders resized by Pillow, synthetic drawn at S.
+
+    Returns:
+        ``Datasets`` whose splits hold images (Tensor[N, C, S, S]) float32 in [0, 1]
+        and labels (Tensor[N]) int64.
+    """
+    kind, path = parse_spec(spec)
+    size = _check_image_size(image_size)
+    _check_train_size(train_size)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+
+    data = _read(kind, path, size)
+    if train_size is not None:
+        images, labels = data.train.tensors
+        picked = subset(images, labels, train_size, data.num_classes, seed, data.name)
+        data = dataclasses.replace(data, train=TensorDataset(*picked))
+    mean, std = _channel_stats(data.train.tensors[0])
+    return dataclasses.replace(data, mean=mean, std=std)
+
+
+def _read(kind: str, path: Path | None, size: int) -> Datasets:
+    """The full splits of one kind, before any subset and without statistics."""
+    if kind == "digits":
+        from convdrop.lab.data.builtin import read_digits
+
+        splits = _split_three(*read_digits(), DIGITS_FRACTIONS, size)
+        return _assemble(splits, tuple(str(i) for i in range(10)), "digits", size)
+    if kind == "synthetic":
+        from convdrop.lab.data.builtin import SYNTHETIC_CLASSES, make_synthetic
+
+        splits = {s: make_synthetic(s, size) for s in ("train", "val", "test")}
+        return _assemble(splits, SYNTHETIC_CLASSES, "synthetic", size)
+    if path is None:  # parse_spec guarantees a path for the remaining kinds
+        raise DataError(f"dataset kind {kind!r} needs a path: '{kind}:PATH'")
+    if kind == "folder":
+        from convdrop.lab.data.folder import read_image_folder
+
+        splits, classes, test_is_val = read_image_folder(path, size)
+        return _assemble(splits, classes, f"folder:{path.name}", size, test_is_val)
+    splits, classes = _load_cifar(kind, path, size)
+    return _assemble(splits, classes, kind, size)
+
+
+def _assemble(splits: dict[str, tuple[torch.Tensor, torch.Tensor]], classes: tuple[str, ...],
+              name: str, size: int, test_is_val: bool = False) -> Datasets:
+    val = TensorDataset(*splits["val"])
+    return Datasets(
+        train=TensorDataset(*splits["train"]),
+        val=val,
+        test=val if test_is_val else TensorDataset(*splits["test"]),
+        num_classes=len(classes),
+        in_channels=splits["train"][0].shape[1],
+        image_size=size,
+        name=name,
+        classes=tuple(classes),
+        test_is_val=test_is_val,
+    )
+
+
+def normalize(data: Datasets) -> Datasets:
+    """Standardize every split with the train split's per-channel mean and std.
+
+    A channel with zero std is only centred. Returns a new ``Datasets``.
+    """
+    mean = torch.tensor(data.mean).view(1, -1, 1, 1)
+    std = torch.tensor(data.std).view(1, -1, 1, 1)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+
+    def apply(ds: TensorDataset) -> TensorDataset:
+        images, labels = ds.tensors
+        return TensorDataset((images - mean) / std, labels)
+
+    val = apply(data.val)
+    test = val if data.test_is_val else apply(data.test)
+    return dataclasses.replace(data, train=apply(data.train), val=val, test=test)
+
+
+def _split_three(images: torch.Tensor, labels: torch.Tensor, fractions: tuple[float, ...],
+                 size: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """A fixed stratified train/val/test split of one pool, resized to ``size``."""
+    rng = np.random.default_rng(SPLIT_SEED)
+    n_test = round(fractions[2] * len(labels))
+    n_val = round(fractions[1] * len(labels))
+    test, rest = split_off(labels, n_test, rng)
+    val, train = split_off(labels[rest], n_val, rng)
+    val, train = rest[val], rest[train]
+    images = _resize(images, size)
+    return {s: (images[i], labels[i]) for s, i in (("train", train), ("val", val), ("test", test))}
+
+
+def _load_cifar(kind: str, path: Path, size: int) -> tuple[
+        dict[str, tuple[torch.Tensor, torch.Tensor]], tuple[str, ...]]:
+    """CIFAR train batches split into train/val, plus the test batch, as [0, 1] floats."""
+    from convdrop.lab.data.cifar import read_cifar
+
+    train_x, train_y, test_x, test_y, classes = read_cifar(kind, path)
+    labels = torch.from_numpy(train_y)
+    n_val = min(CIFAR_VAL_SIZE, max(1, len(labels) // 10))
+    val, train = split_off(labels, n_val, np.random.default_rng(SPLIT_SEED))
+
+    def floats(x: np.ndarray) -> torch.Tensor:  # index the uint8 array first: 4x less memory
+        return _resize(torch.from_numpy(x).float().div_(255), size)
+
+    splits = {
+        "train": (floats(train_x[train.numpy()]), labels[train]),
+        "val": (floats(train_x[val.numpy()]), labels[val]),
+        "test": (floats(test_x), torch.from_numpy(test_y)),
+    }
+    return splits, classes
+
+
+def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear resize of Tensor[N, C, H, W] to (size, size); antialiased when shrinking."""
+    if images.shape[-2:] == (size, size):
+        return images
+    shrink = size < max(images.shape[-2:])
+    out = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                        antialias=shrink)
+    return out.clamp_(0.0, 1.0)
+
+
+def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel (mean, std) of Tensor[N, C, H, W] (population std)."""
+    std, mean = torch.std_mean(images, dim=(0, 2, 3), correction=0)
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def _check_image_size(image_size: int | None) -> int:
+    if image_size is None:
+        return DEFAULT_IMAGE_SIZE
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 4:
+        raise ValueError(f"image_size must be an int >= 4 (or None for 32), got {image_size!r}")
+    return image_size
+
+
+def _check_train_size(train_size: int | None) -> None:
+    if train_size is None:
+        return
+    if isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < 1:
+        raise ValueError(f"train_size must be an int >= 1 or None, got {train_size!r}")

@@ -1,0 +1,107 @@
+"""Image folders in the ImageFolder layout, decoded with Pillow into memory.
+
+Layout: ``root/train/<class>/*.png|jpg|jpeg``, ``root/val/<class>/...`` and an
+optional ``root/test/<class>/...``. Class names are the sorted folder names under
+``train/``; ``val/`` and ``test/`` may hold a subset of them. Hidden entries and
+files with other extensions are skipped. Every image is converted to RGB and
+resized (bilinear, aspect ratio not kept) to ``image_size`` x ``image_size``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from convdrop.lab.data import DataError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+LAYOUT = "root/train/<class>/*.png|jpg|jpeg, root/val/<class>/..., optional root/test/<class>/..."
+
+
+def _layout_error(path: Path, problem: str) -> DataError:
+    return DataError(f"folder:{path}: {problem}; expected {LAYOUT}")
+
+
+def _listdir(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    except OSError as err:
+        raise DataError(f"cannot list {folder}: {err.strerror or err}") from None
+
+
+def _class_dirs(split_dir: Path) -> list[Path]:
+    return [d for d in _listdir(split_dir) if d.is_dir()]
+
+
+def _image_files(class_dir: Path) -> list[Path]:
+    return [f for f in _listdir(class_dir)
+            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS]
+
+
+def _read_image(path: Path, image_size: int) -> np.ndarray:
+    """One image as uint8 (H, W, 3); ``DataError`` naming the file if Pillow cannot read it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            rgb = img.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
+            return np.asarray(rgb, dtype=np.uint8)
+    except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError, ...
+        raise DataError(f"cannot read image {path} ({type(err).__name__}: {err})") from None
+
+
+def _read_split(split_dir: Path, classes: tuple[str, ...], image_size: int,
+                root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images float32 (N, 3, S, S) in [0, 1], labels int64 (N,))`` for one split folder."""
+    dirs = _class_dirs(split_dir)
+    if not dirs:
+        raise _layout_error(root, f"{split_dir} holds no class folders")
+    unknown = [d.name for d in dirs if d.name not in classes]
+    if unknown:
+        raise _layout_error(root, f"{split_dir} has classes not in train/: {', '.join(unknown)}")
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    for class_dir in dirs:
+        files = _image_files(class_dir)
+        if not files:
+            raise _layout_error(root, f"class folder {class_dir} holds no .png/.jpg/.jpeg files")
+        images.extend(_read_image(f, image_size) for f in files)
+        labels.extend([classes.index(class_dir.name)] * len(files))
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255)  # (N, 3, S, S)
+    return x.contiguous(), torch.tensor(labels, dtype=torch.int64)
+
+
+def read_image_folder(root: Path, image_size: int) -> tuple[
+        dict[str, tuple[torch.Tensor, torch.Tensor]], tuple[str, ...], bool]:
+    """``(splits, classes, test_is_val)`` for an ImageFolder tree at ``root``.
+
+    ``splits`` maps ``"train"``, ``"val"`` and ``"test"`` to ``(images, labels)``.
+    Without ``root/test`` the validation images double as the test set: a
+    ``UserWarning`` says so and ``test_is_val`` is True, since a test score chosen
+    on the same images it is reported on is optimistic.
+    """
+    if not root.is_dir():
+        problem = "not a directory" if root.exists() else "no such directory"
+        raise _layout_error(root, problem)
+    if not (root / "train").is_dir():
+        raise _layout_error(root, "no train/ folder")
+    if not (root / "val").is_dir():
+        raise _layout_error(root, "no val/ folder")
+    classes = tuple(d.name for d in _class_dirs(root / "train"))
+    if not classes:
+        raise _layout_error(root, f"{root / 'train'} holds no class folders")
+    splits = {s: _read_split(root / s, classes, image_size, root) for s in ("train", "val")}
+    test_is_val = not (root / "test").is_dir()
+    if test_is_val:
+        warnings.warn(
+            f"folder:{root} has no test/ folder; the val/ images are used as the test set",
+            UserWarning,
+            stacklevel=4,  # read_image_folder <- _read <- load_dataset <- caller
+        )
+        splits["test"] = splits["val"]
+    else:
+        splits["test"] = _read_split(root / "test", classes, image_size, root)
+    return splits, classes, test_is_val

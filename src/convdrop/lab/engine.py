@@ -1,0 +1,299 @@
+"""Training and evaluation with explicit objects: no argument bag, no hidden state.
+
+The caller builds the model, loader, optimizer and schedulers with the small
+factories here and passes them in; the loop owns the step counter and advances
+the LR and drop-rate schedulers once per batch (STYLE rule 5). Randomness that
+the loop itself draws (augmentation) comes from an explicit ``torch.Generator``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from convdrop.lab.augment import Augment
+from convdrop.ops import validate as v
+
+__all__ = [
+    "Augment", "EpochStats", "EvalStats", "NonFiniteLossError", "evaluate", "make_grad_scaler",
+    "make_loader", "make_loss", "make_lr_scheduler", "make_optimizer", "resolve_device",
+    "seed_everything", "train_one_epoch",
+]
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+OPTIMIZERS = ("sgd", "adamw")
+LR_SCHEDULES = ("cosine", "step", "none")
+AMP_DTYPES = (torch.float16, torch.bfloat16)
+Batch = tuple[torch.Tensor, torch.Tensor]  # (images Tensor[N, C, H, W], labels Tensor[N])
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or inf; the run should stop, other runs can go on."""
+
+    def __init__(self, loss: float, epoch: int | None, step: int, steps: int) -> None:
+        where = f"epoch {epoch}, " if epoch is not None else ""
+        super().__init__(
+            f"non-finite training loss {loss} at {where}step {step + 1} of {steps}; the "
+            f"weights were not updated with it. Lower the learning rate or the drop rate."
+        )
+        self.loss, self.epoch, self.step = loss, epoch, step
+
+
+class Steppable(Protocol):
+    """Anything advanced once per batch, e.g. ``convdrop.placement.schedules.DropRateScheduler``."""
+
+    def step(self) -> object: ...
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    loss: float  # mean training loss over examples (with regularizers active)
+    accuracy: float  # fraction of training examples classified right, in [0, 1]
+    seconds: float  # wall time of the epoch
+    steps: int  # optimizer steps (batches) taken
+
+
+@dataclass(frozen=True)
+class EvalStats:
+    loss: float  # mean loss over examples
+    accuracy: float  # fraction classified right, in [0, 1]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"`` picks cuda, then mps, then cpu; else ``"cpu"``, ``"cuda[:i]"``, ``"mps"``."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    try:
+        device = torch.device(name) if isinstance(name, str) else None
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in DEVICE_TYPES:
+        raise ValueError(f"device must be 'auto' or one of {DEVICE_TYPES} (cuda:i), got {name!r}")
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": torch.backends.mps.is_available()}
+    if not available[device.type]:
+        raise ValueError(f"device {name!r} is not available on this machine; use 'auto' or 'cpu'")
+    return device
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed ``random``, numpy and torch (all devices); return a CPU generator for the loop.
+
+    The generator's stream is derived from ``seed`` but differs from the global one, so
+    augmentation draws are not the same numbers as weight init. Deterministic kernels
+    are not switched on: GPU runs may still differ in the last bits.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    derived = int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
+    return torch.Generator().manual_seed(derived)
+
+
+def make_optimizer(
+    model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9,
+    *, nesterov: bool = False,
+) -> torch.optim.Optimizer:
+    """SGD with momentum (optionally Nesterov) or AdamW over the trainable parameters.
+
+    Weight decay applies to every parameter, biases and norm weights included (simple;
+    the TF DropBlock reference exempts batch-norm variables). AdamW ignores ``momentum``.
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    if not _is_number(lr) or not 0 < lr < math.inf:
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    if not _is_number(weight_decay) or not 0 <= weight_decay < math.inf:
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if not _is_number(momentum) or not 0 <= momentum < 1 or (nesterov and momentum == 0):
+        raise ValueError(f"momentum must be in [0, 1) (> 0 with nesterov), got {momentum!r}")
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                           nesterov=nesterov)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def cosine_factor(step: int, total_steps: int) -> float:
+    """LR multiplier 0.5 * (1 + cos(pi * t / T)): 1 at step 0, 0 at ``total_steps``."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+
+def step_factor(step: int, step_size: int, gamma: float) -> float:
+    """LR multiplier gamma ** (t // step_size)."""
+    return gamma ** (step // step_size)
+
+
+def constant_factor(step: int) -> float:
+    return 1.0
+
+
+def make_lr_scheduler(
+    optimizer: torch.optim.Optimizer, name: str, total_steps: int,
+    step_size: int | None = None, gamma: float = 0.1,
+) -> LRScheduler:
+    """A per-batch LR schedule, a pure function of the step wrapped in ``LambdaLR``.
+
+    ``total_steps`` is epochs x batches. "step" multiplies the LR by ``gamma`` every
+    ``step_size`` steps (default: a third of ``total_steps``, rounded up). "none" keeps
+    it constant, so callers can always call ``.step()``.
+    """
+    if name not in LR_SCHEDULES:
+        raise ValueError(f"lr schedule must be one of {LR_SCHEDULES}, got {name!r}")
+    total_steps = v.check_positive_int(total_steps, "total_steps")
+    if name == "cosine":
+        factor: Callable[[int], float] = partial(cosine_factor, total_steps=total_steps)
+    elif name == "step":
+        size = -(-total_steps // 3) if step_size is None else step_size
+        v.check_positive_int(size, "step_size")
+        if not _is_number(gamma) or not 0 < gamma <= 1:
+            raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
+        factor = partial(step_factor, step_size=size, gamma=gamma)
+    else:
+        factor = constant_factor
+    return LambdaLR(optimizer, factor)
+
+
+def make_loader(
+    dataset: Dataset, batch_size: int, *, shuffle: bool,
+    generator: torch.Generator | None = None, sampler: Sampler | None = None,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A single-process loader over in-memory tensors; ``generator`` fixes the shuffle."""
+    v.check_positive_int(batch_size, "batch_size")
+    if shuffle and sampler is not None:
+        raise ValueError("shuffle must be False when a sampler is given (it decides the order)")
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
+                      generator=generator, num_workers=0, drop_last=drop_last)
+
+
+def make_loss(label_smoothing: float = 0.0) -> nn.CrossEntropyLoss:
+    """Cross-entropy with torch's built-in label smoothing (Szegedy et al. 2016)."""
+    return nn.CrossEntropyLoss(label_smoothing=v.check_p(label_smoothing, "label_smoothing"))
+
+
+def make_grad_scaler(
+    device: torch.device, amp_dtype: torch.dtype | None
+) -> torch.amp.GradScaler | None:
+    """A ``GradScaler`` for float16 autocast on CUDA (keep it across epochs), else None."""
+    _check_amp_dtype(amp_dtype)
+    if device.type == "cuda" and amp_dtype == torch.float16:
+        return torch.amp.GradScaler("cuda")
+    return None
+
+
+def _check_amp_dtype(amp_dtype: torch.dtype | None) -> None:
+    if amp_dtype is not None and amp_dtype not in AMP_DTYPES:
+        raise ValueError(f"amp_dtype must be None, torch.float16 or torch.bfloat16, "
+                         f"got {amp_dtype!r}")
+
+
+def _inputs(batch: Batch, device: torch.device, channels_last: bool) -> Batch:
+    images, labels = batch
+    images = images.to(device, non_blocking=True)
+    if channels_last and images.dim() == 4:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, labels.to(device, non_blocking=True)
+
+
+def train_one_epoch(
+    model: nn.Module, loader: Iterable[Batch], optimizer: torch.optim.Optimizer, *,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], device: torch.device,
+    lr_scheduler: LRScheduler | None = None, drop_scheduler: Steppable | None = None,
+    augment: Callable[..., torch.Tensor] | None = None, generator: torch.Generator | None = None,
+    scaler: torch.amp.GradScaler | None = None, channels_last: bool = False,
+    amp_dtype: torch.dtype | None = None, progress: Callable[[int, int], object] | None = None,
+    epoch: int | None = None,
+) -> EpochStats:
+    """One pass over ``loader`` in train mode; schedulers step once per batch, after the update.
+
+    The model must already be on ``device``; ``loss_fn`` must average over the batch
+    (cross-entropy's default). ``augment(images, generator)`` runs on the
+    device. Autocast (``amp_dtype``) applies on CUDA only; elsewhere the run stays fp32.
+    ``epoch`` only labels errors. Raises :class:`NonFiniteLossError` before the update
+    when the loss is NaN or inf.
+    """
+    _check_amp_dtype(amp_dtype)
+    use_amp = amp_dtype is not None and device.type == "cuda"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    model.train()
+    steps, start = len(loader), time.perf_counter()  # type: ignore[arg-type]
+    loss_sum, correct, seen = 0.0, torch.zeros((), device=device, dtype=torch.long), 0
+    for index, batch in enumerate(loader):
+        images, labels = _inputs(batch, device, channels_last)
+        if augment is not None:
+            images = augment(images, generator)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+            logits = model(images)  # (N, classes)
+            loss = loss_fn(logits, labels)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise NonFiniteLossError(value, epoch, index, steps)
+        optimizer.zero_grad(set_to_none=True)
+        _backward_and_step(loss, optimizer, scaler)
+        for scheduler in (lr_scheduler, drop_scheduler):
+            if scheduler is not None:
+                scheduler.step()
+        loss_sum += value * labels.shape[0]
+        correct += (logits.argmax(dim=1) == labels).sum()
+        seen += labels.shape[0]
+        if progress is not None:
+            progress(index, steps)
+    if seen == 0:
+        raise ValueError("loader yielded no batches; expected at least one")
+    return EpochStats(loss_sum / seen, correct.item() / seen, time.perf_counter() - start, steps)
+
+
+def _backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+                       scaler: torch.amp.GradScaler | None) -> None:
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def evaluate(
+    model: nn.Module, loader: Iterable[Batch], *,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], device: torch.device,
+    channels_last: bool = False,
+) -> EvalStats:
+    """Mean loss and accuracy in eval mode under ``inference_mode``; restores the mode after."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, seen = 0.0, 0, 0
+    try:
+        with torch.inference_mode():
+            for batch in loader:
+                images, labels = _inputs(batch, device, channels_last)
+                logits = model(images)  # (N, classes)
+                loss_sum += loss_fn(logits, labels).item() * labels.shape[0]
+                correct += int((logits.argmax(dim=1) == labels).sum())
+                seen += labels.shape[0]
+    finally:
+        model.train(was_training)
+    if seen == 0:
+        raise ValueError("loader yielded no batches; expected at least one")
+    return EvalStats(loss_sum / seen, correct / seen)

@@ -1,0 +1,165 @@
+"""Experiment specs: a grid of methods x seeds, from a preset, a TOML file and flags.
+
+Configuration is layered: CPU-sized defaults for the bundled data (see
+:data:`convdrop.lab.presets.SMALL_DATA_DEFAULTS`), a preset, then the ``[experiment]`` and
+``[methods.NAME]`` tables of a TOML file, then command-line flags. Unknown keys,
+unknown methods and out-of-range values are errors that name the key and value.
+The resolved spec is saved beside the results as ``config.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class MethodOptions(BaseModel):
+    """Per-method overrides (``[methods.NAME]``); None keeps the method's default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base: str | None = None  # a built-in method this variant starts from
+    p: float | None = Field(None, ge=0.0, le=1.0)  # drop probability (target rate)
+    block_size: int | None = Field(None, ge=1)  # DropBlock block side
+    schedule: Literal["constant", "linear", "cosine", "step"] | None = None  # drop-rate ramp
+    label_smoothing: float | None = Field(None, ge=0.0, lt=1.0)
+    cutout: int | None = Field(None, ge=0)  # Cutout patch side in pixels, 0 = off
+    placement: str | None = None  # where regularizers go (see convdrop.lab.methods.PLACEMENTS)
+    model: str | None = None  # a different model for this method only
+
+
+class ExperimentSpec(BaseModel):
+    """Everything that defines a comparison; see ``convdrop presets`` for ready ones."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "regularizers"  # the preset it started from; names the default output folder
+    methods: list[str] = Field(min_length=1)  # grid rows, in report order
+    seeds: int = Field(3, ge=1, le=100)  # runs per method, seeds 0..seeds-1
+    epochs: int = Field(15, ge=1)
+    data: str = "digits"  # digits | synthetic | cifar10:PATH | cifar100:PATH | folder:PATH
+    model: str = "simple_cnn"
+    model_options: dict[str, int | float | bool | str] = Field(default_factory=dict)  # e.g. width
+    train_size: int | None = Field(None, ge=1)  # stratified subset of the training split
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "adamw"
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    lr_schedule: Literal["cosine", "step", "none"] = "cosine"
+    augment: Literal["none", "crop", "crop+flip"] = "crop"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    channels_last: bool = False
+    amp: bool = False  # mixed precision (CUDA only)
+    workers: int = Field(1, ge=1)  # parallel runs (processes)
+    method_options: dict[str, MethodOptions] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _methods_known(self) -> ExperimentSpec:
+        from convdrop.lab.methods import BASE_METHODS
+
+        for name in self.methods:
+            options = self.method_options.get(name)
+            base = options.base if options and options.base else name
+            if base not in BASE_METHODS:
+                raise ValueError(
+                    f"unknown method {name!r}: expected one of {sorted(BASE_METHODS)}, "
+                    f"or a [methods.{name}] table with base = one of them"
+                )
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods lists a name twice: {self.methods}")
+        return self
+
+    def options_for(self, method: str) -> MethodOptions:
+        """The overrides of one method (empty if none)."""
+        return self.method_options.get(method, MethodOptions())
+
+    def run_key(self, method: str) -> str:
+        """Hash of every setting one run of ``method`` depends on (not seeds, not workers)."""
+        shared = self.model_dump(exclude={"name", "methods", "seeds", "workers", "device",
+                                          "method_options"})
+        payload = {"shared": shared, "method": method,
+                   "options": self.options_for(method).model_dump()}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def format_validation_error(err: ValidationError, where: str) -> str:
+    """One readable line per problem: ``experiment.epochs: ... (got 0)``."""
+    lines = []
+    for problem in err.errors():
+        path = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        got = f" (got {problem['input']!r})" if "input" in problem else ""
+        lines.append(f"{where}.{path}: {problem['msg']}{got}")
+    return "; ".join(lines)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a spec file into a flat dict of spec fields; only known tables are allowed."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"spec file {str(path)!r} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"spec file {str(path)!r} is not valid TOML: {err}") from err
+    unknown = set(raw) - {"experiment", "methods"}
+    if unknown:
+        raise ValueError(
+            f"spec file {str(path)!r}: unknown table(s) {sorted(unknown)}; "
+            "expected [experiment] and [methods.NAME]"
+        )
+    fields = dict(raw.get("experiment", {}))
+    if "method_options" in fields:
+        raise ValueError("spec key experiment.method_options: use [methods.NAME] tables instead")
+    if "methods" in raw:
+        fields["method_options"] = raw["methods"]
+    return fields
+
+
+def _small_defaults(chosen: dict[str, Any]) -> dict[str, Any]:
+    """CPU-sized defaults for the bundled data sets, beneath everything chosen."""
+    from convdrop.lab import presets
+
+    if chosen.get("data", "digits") not in presets.SMALL_DATA:
+        return {}
+    small = dict(presets.SMALL_DATA_DEFAULTS)
+    model_options = presets.SMALL_MODEL_OPTIONS.get(chosen.get("model", "simple_cnn"))
+    if model_options:
+        small["model_options"] = model_options
+    return small
+
+
+def build_spec(
+    *, preset: str | None = None, spec_file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> ExperimentSpec:
+    """Layer preset < spec file < overrides (None values are ignored) into a valid spec."""
+    from convdrop.lab import presets
+
+    from_file = read_toml(spec_file) if spec_file is not None else {}
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    chosen = flags.pop("preset", None) or preset or from_file.pop("preset", None)
+    from_file.pop("preset", None)
+    preset_part = presets.preset_fields(chosen or "regularizers")
+    file_methods = from_file.pop("method_options", {})
+    merged_options = {**preset_part.pop("method_options", {})}
+    for name, table in file_methods.items():
+        if not isinstance(table, dict):
+            raise ValueError(f"spec key methods.{name}: expected a table, got {table!r}")
+        merged_options[name] = {**merged_options.get(name, {}), **table}
+    chosen_fields = {**preset_part, **from_file, **flags}
+    fields = {**_small_defaults(chosen_fields), **chosen_fields}
+    fields["method_options"] = merged_options
+    try:
+        return ExperimentSpec(**fields)
+    except ValidationError as err:
+        raise ValueError(format_validation_error(err, "experiment")) from None

@@ -1,0 +1,179 @@
+"""``convdrop train``: one configuration (a method and a seed), alone or under torchrun.
+
+The options are those of one run of ``convdrop compare`` (a preset, a ``--spec``
+file and flags, layered by :func:`convdrop.lab.spec.build_spec`), and the files
+are those of one run: ``OUT/runs/<method>/seed<S>/`` holds ``metrics.csv``,
+``config.json``, ``checkpoint.pt`` while unfinished and ``result.json`` at the end
+(test and train accuracy, epochs, world size). So ``convdrop compare`` with the same
+spec and ``--out`` finds those runs finished and only writes its report.
+
+Started as ``torchrun --nproc-per-node K -m convdrop train ...`` the same command
+trains with DistributedDataParallel over K processes (see :mod:`convdrop.lab.distributed`);
+``--batch-size`` is then the global batch, split evenly over the processes.
+
+An unfinished run (a checkpoint) is continued only with ``--resume``; without it
+the command refuses rather than start over. ``--resume`` with nothing to resume
+starts afresh, so a preemptible job can always pass it. ``--stop-after N`` (hidden,
+for tests) stops after N epochs as if the job were killed there.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from convdrop.lab.spec import ExperimentSpec, build_spec
+
+if TYPE_CHECKING:
+    from convdrop.lab.run import Progress, RunPaths
+
+_FLAGS = ("preset", "data", "model", "epochs", "device", "train_size", "batch_size", "lr")
+
+
+class StopRequested(Exception):
+    """``--stop-after`` reached: leave the run as an interrupted one."""
+
+
+def model_option(text: str) -> tuple[str, int | float | bool | str]:
+    """Parse ``KEY=VALUE`` into a key and a bool, int, float or string value."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip() or not raw.strip():
+        raise argparse.ArgumentTypeError(f"must be KEY=VALUE (e.g. width=16), got {text!r}")
+    raw = raw.strip()
+    if raw.lower() in ("true", "false"):
+        return key.strip(), raw.lower() == "true"
+    for kind in (int, float):
+        try:
+            return key.strip(), kind(raw)
+        except ValueError:
+            pass
+    return key.strip(), raw
+
+
+def train_spec(args: argparse.Namespace) -> tuple[ExperimentSpec, str]:
+    """The spec of this one run (``methods=[method]``, one seed) and its method."""
+    overrides: dict[str, Any] = {name: getattr(args, name) for name in _FLAGS}
+    overrides.update(seeds=1, workers=1)
+    if args.method:
+        overrides["methods"] = [args.method]
+    spec = build_spec(spec_file=args.spec, overrides=overrides)
+    if args.model_option:
+        options = {**spec.model_options, **dict(args.model_option)}
+        spec = build_spec(spec_file=args.spec, overrides={**overrides, "model_options": options})
+    if len(spec.methods) != 1:
+        raise ValueError(f"--method is required: the spec lists {len(spec.methods)} methods "
+                         f"{spec.methods}; pick one")
+    if not 0 <= args.seed < 2**32:
+        raise ValueError(f"--seed must be an int in [0, 2**32), got {args.seed}")
+    return spec, spec.methods[0]
+
+
+def _reporter(paths: RunPaths, say: Callable[[str], None], stop_after: int | None
+              ) -> Progress:
+    """A progress callback: one line per epoch (rank 0), and the ``--stop-after`` stop."""
+    from convdrop.lab.run import read_metrics
+
+    calls = [0]
+
+    def progress(done: int, total: int) -> None:
+        calls[0] += 1
+        if calls[0] == 1:  # the first call reports where training starts
+            if done:
+                say(f"resuming after epoch {done} of {total}")
+            return
+        if say is not _silent:  # rank 0 only: it wrote this epoch's row
+            row = read_metrics(paths)[-1]
+            say(f"epoch {done}/{total}  " + "  ".join(
+                f"{key} {row[key]:.4g}" for key in ("train_loss", "train_acc", "val_acc",
+                                                    "drop_rate", "lr")))
+        if stop_after is not None and done == stop_after and done < total:
+            raise StopRequested(done)
+
+    return progress
+
+
+def _silent(text: str) -> None:
+    """``say`` of the ranks that stay quiet (all but rank 0) and of ``--quiet``."""
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``convdrop train`` (every torchrun process runs it)."""
+    from convdrop import _io
+    from convdrop.cli import CliError
+    from convdrop.lab.distributed import check_sync_bn, per_rank_batch, process_group
+    from convdrop.lab.run import RunPaths, execute, finished_result
+
+    spec, method = train_spec(args)
+    paths = RunPaths.of(Path(args.out), method, args.seed)
+    with process_group(spec.device) as dist:
+        say = print if dist.is_writer and not args.quiet else _silent
+        done = finished_result(paths, spec.run_key(method))
+        if done is not None:
+            say(f"{paths.root} already holds this finished run; nothing to do")
+            return _summary(done, paths, say)
+        if paths.checkpoint.is_file() and not args.resume:
+            raise CliError(f"{paths.root} holds an unfinished run ({paths.checkpoint.name}); "
+                           "pass --resume to continue it, or choose another --out")
+        per_rank_batch(spec.batch_size, dist.world_size)
+        check_sync_bn(args.sync_bn, dist)
+        if dist.is_writer:
+            _io.write_json(paths.config, {
+                "method": method, "seed": args.seed, "world_size": dist.world_size,
+                "sync_bn": args.sync_bn, "spec": spec.model_dump()})
+        say(f"convdrop train {method} seed {args.seed} on {spec.data} / {spec.model}, "
+            f"{spec.epochs} epochs, world size {dist.world_size} -> {paths.root}")
+        try:
+            result = execute(spec, method, args.seed, Path(args.out), dist=dist,
+                             sync_bn=args.sync_bn,
+                             progress=_reporter(paths, say, args.stop_after))
+        except StopRequested as stop:
+            say(f"stopped after epoch {stop.args[0]} (--stop-after); continue with --resume")
+            return 0
+        return _summary(result, paths, say)
+
+
+def _summary(result: dict[str, Any], paths: RunPaths, say: Callable[[str], None]) -> int:
+    if result.get("status") != "ok":
+        say(f"run failed: {result.get('error')}")
+        return 1
+    say(f"test_acc {result['test_acc']:.4f}  train_acc {result['train_acc']:.4f}  "
+        f"epochs {result['epochs']}  world size {result['world_size']}  -> {paths.result}")
+    return 0
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``convdrop train``."""
+    parser = subparsers.add_parser(
+        "train", help="train one method and seed (also under torchrun, with DDP)",
+        description="Train one configuration of a compare run and write its metrics.csv and "
+        "result.json. Under `torchrun --nproc-per-node K -m convdrop train ...` it trains "
+        "with DistributedDataParallel; --batch-size is then the global batch.",
+    )
+    parser.add_argument("--method", help="the method to train (see `convdrop presets`)")
+    parser.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+    parser.add_argument("--out", required=True, help="output folder; the run goes to "
+                        "OUT/runs/<method>/seed<S>/")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an unfinished run from its checkpoint")
+    parser.add_argument("--spec", type=Path, help="TOML spec file ([experiment], [methods.X])")
+    parser.add_argument("--preset", help="built-in experiment to start from")
+    parser.add_argument("--data", help="digits | synthetic | cifar10:PATH | cifar100:PATH | "
+                        "folder:PATH")
+    parser.add_argument("--model", help="model name (see convdrop.models.names())")
+    parser.add_argument("--model-option", type=model_option, action="append",
+                        metavar="KEY=VALUE", help="model option, e.g. width=16 (repeatable)")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int,
+                        help="global batch size (split evenly over torchrun processes)")
+    parser.add_argument("--lr", type=float, help="learning rate")
+    parser.add_argument("--train-size", type=int, help="stratified training subset size")
+    parser.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (under torchrun: "
+                        "auto | cpu | cuda, one GPU per process)")
+    parser.add_argument("--sync-bn", action="store_true",
+                        help="SyncBatchNorm across processes (CUDA under torchrun; no effect in "
+                        "a single process)")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    parser.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)  # tests: fake a kill
+    parser.set_defaults(func=run)

@@ -1,0 +1,16 @@
+"""The functional core: DropBlock, its seed rates, sampling, kernels and checks.
+
+Everything above (layers, placement, models, lab, viz, bench, cli) may import from
+here; nothing here imports from above. Needs torch and numpy only.
+"""
+
+from convdrop.ops.functional import (
+    block_mask,
+    cutout,
+    cutout_mask,
+    drop_block,
+    dropout,
+    spatial_dropout,
+)
+
+__all__ = ["block_mask", "cutout", "cutout_mask", "drop_block", "dropout", "spatial_dropout"]

@@ -1,0 +1,131 @@
+"""``convdrop train``: one run from the CLI, refusal and resume, and the same under torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from convdrop.cli import main
+from convdrop.lab.run import RunPaths, execute, read_metrics
+from convdrop.lab.spec import build_spec
+from convdrop.lab.train import model_option
+
+METHOD = "dropblock_scheduled"  # linear ramp to p = 0.1
+# 48 examples, batch 16: 3 optimizer steps per epoch.
+ARGS = ["train", "--method", METHOD, "--data", "synthetic", "--train-size", "48",
+        "--batch-size", "16", "--model-option", "width=8", "--device", "cpu", "--quiet"]
+
+
+def _paths(out) -> RunPaths:
+    return RunPaths.of(out, METHOD, 0)
+
+
+def test_model_option_values_are_typed():
+    assert model_option("width=16") == ("width", 16)
+    assert model_option("dropblock=0.1") == ("dropblock", 0.1)
+    assert model_option("batchnorm=True") == ("batchnorm", True)
+    assert model_option("variant=head_dropout") == ("variant", "head_dropout")
+
+
+def test_train_writes_a_compare_run_and_skips_it_when_finished(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([*ARGS, "--epochs", "2", "--out", str(out)]) == 0
+    paths = _paths(out)
+    result = json.loads(paths.result.read_text())
+    assert result["status"] == "ok" and result["epochs"] == 2 and result["world_size"] == 1
+    assert 0 <= result["test_acc"] <= 1 and 0 <= result["train_acc"] <= 1
+    assert [row["epoch"] for row in read_metrics(paths)] == [1, 2]
+    config = json.loads(paths.config.read_text())
+    assert config["spec"]["model_options"] == {"width": 8} and config["world_size"] == 1
+    assert not paths.checkpoint.exists()
+    capsys.readouterr()
+    assert main([*ARGS[:-1], "--epochs", "2", "--out", str(out)]) == 0
+    assert "already holds this finished run" in capsys.readouterr().out
+    # compare with the same settings finds the run finished instead of training it again.
+    spec = build_spec(overrides={"data": "synthetic", "train_size": 48, "batch_size": 16,
+                                 "epochs": 2, "methods": [METHOD], "model_options": {"width": 8}})
+    assert execute(spec, METHOD, 0, out) == result
+
+
+def test_an_unfinished_run_needs_resume_and_continues_the_ramp(tmp_path, capsys):
+    out, straight = tmp_path / "out", tmp_path / "straight"
+    assert main([*ARGS, "--epochs", "3", "--out", str(out), "--stop-after", "1"]) == 0
+    paths = _paths(out)
+    state = torch.load(paths.checkpoint, weights_only=True)
+    assert state["epoch"] == 1 and state["drop_scheduler"]["step"] == 3
+    assert not paths.result.exists() and len(read_metrics(paths)) == 1
+    capsys.readouterr()
+    assert main([*ARGS, "--epochs", "3", "--out", str(out)]) == 2
+    assert "holds an unfinished run (checkpoint.pt); pass --resume" in capsys.readouterr().err
+    assert main([*ARGS, "--epochs", "3", "--out", str(out), "--lr", "0.01", "--resume"]) == 2
+    assert "written by a run with run_key" in capsys.readouterr().err
+    assert main([*ARGS, "--epochs", "3", "--out", str(out), "--resume"]) == 0
+    rows = read_metrics(paths)
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    assert [row["drop_rate"] for row in rows] == pytest.approx([1 / 3 * 0.1, 2 / 3 * 0.1, 0.1])
+    result = json.loads(paths.result.read_text())
+    assert result["epochs"] == 3 and not paths.checkpoint.exists()
+    assert main([*ARGS, "--epochs", "3", "--out", str(straight)]) == 0
+    uninterrupted = json.loads(_paths(straight).result.read_text())
+    assert result["test_loss"] == pytest.approx(uninterrupted["test_loss"], abs=1e-6)
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--seed", "-1"], "--seed must be an int in [0, 2**32), got -1"),
+    (["--method", "magic"], "unknown method 'magic'"),
+    (["--preset", "schedule", "--method", ""], "--method is required: the spec lists 3"),
+    (["--epochs", "0"], "experiment.epochs"),
+])
+def test_bad_arguments_are_named(tmp_path, capsys, extra, message):
+    args = [a for a in ARGS if a != METHOD and a != "--method"]
+    assert main([*args, "--method", METHOD, "--out", str(tmp_path), *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_model_option_needs_key_and_value(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([*ARGS, "--out", str(tmp_path), "--model-option", "width"])
+    assert "must be KEY=VALUE (e.g. width=16), got 'width'" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _torchrun(*args: str) -> subprocess.CompletedProcess:
+    """``torchrun --nproc-per-node 2 -m convdrop train ...`` on loopback, one thread each."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
+               "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+               "--master-port", str(_free_port()), "-m", "convdrop", *args]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_torchrun_two_processes_stop_and_resume(tmp_path):
+    out = tmp_path / "out"
+    args = [a for a in ARGS if a != "--quiet"]
+    first = _torchrun(*args, "--epochs", "2", "--out", str(out), "--stop-after", "1")
+    assert first.stdout.count("epoch 1/2") == 1  # rank 0 speaks, rank 1 does not
+    paths = _paths(out)
+    state = torch.load(paths.checkpoint, weights_only=True)
+    assert state["epoch"] == 1 and state["world_size"] == 2 and len(state["rank_rng"]) == 2
+    assert state["drop_scheduler"]["step"] == 3  # 24 examples per rank, batch 8 per rank
+    _torchrun(*args, "--epochs", "2", "--out", str(out), "--resume")
+    rows = read_metrics(paths)
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert rows[-1]["drop_rate"] == pytest.approx(0.1)  # continued the ramp to its target
+    result = json.loads(paths.result.read_text())
+    assert result["world_size"] == 2 and result["epochs"] == 2 and result["status"] == "ok"
+    assert json.loads(paths.config.read_text())["world_size"] == 2
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [
+        "config.json", "metrics.csv", "result.json"]
