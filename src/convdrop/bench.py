@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from convdrop import _native
 from convdrop._bench_peers import peer_ops
 from convdrop._reference import reference_drop_block
+from convdrop._tables import markdown_table
 from convdrop.functional import drop_block
 
 FULL_SHAPES = ((32, 1024, 14, 14), (32, 2048, 7, 7), (128, 128, 16, 16))
@@ -146,21 +147,12 @@ def bench_shape(shape: tuple[int, ...], p: float, block: int, repeats: int,
 
 def render(shape: tuple[int, ...], rows: list[Row]) -> str:
     """A markdown table for one shape."""
-    lines = [
-        f"### {'x'.join(map(str, shape))}",
-        "",
-        "| op | fwd+bwd ms | x floor | x floor, fastest | saved for backward | dropped |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        if r.ms is None:
-            lines.append(f"| {r.name} | {r.note} | | | | |")
-            continue
-        lines.append(
-            f"| {r.name} | {r.ms:.2f} | {r.floor_multiple:.2f} | {r.best_multiple:.2f} "
-            f"| {r.saved_fraction:.2%} | {r.dropped:.3f} |"
-        )
-    return "\n".join(lines)
+    header = ("op", "fwd+bwd ms", "x floor", "x floor, fastest", "saved for backward", "dropped")
+    cells = [[r.name, r.note, "", "", "", ""] if r.ms is None else
+             [r.name, f"{r.ms:.2f}", f"{r.floor_multiple:.2f}", f"{r.best_multiple:.2f}",
+              f"{r.saved_fraction:.2%}", f"{r.dropped:.3f}"] for r in rows]
+    table = markdown_table(header, cells, [None] + ["right"] * 5)
+    return f"### {'x'.join(map(str, shape))}\n\n{table}"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ from convdrop._explain_net import (
     load_net,
     parse_net,
 )
+from convdrop._tables import markdown_table
 
 __all__ = [
     "EXAMPLE_NET", "ForwardPass", "LayerStep", "ToyLayer", "ToyNet", "Walkthrough",
@@ -206,8 +207,7 @@ def render_text(result: Walkthrough) -> str:
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows] + [""]
+    return [markdown_table(header, rows), ""]
 
 
 def _md_step(net: ToyNet, step: LayerStep) -> list[str]:
