@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from convdrop import _native
+from convdrop import _validate as v
 from convdrop._bench_peers import peer_ops
 from convdrop._reference import reference_drop_block
 from convdrop._tables import markdown_table
@@ -157,7 +158,6 @@ def render(shape: tuple[int, ...], rows: list[Row]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``convdrop bench``."""
-    from convdrop import _validate as v
     from convdrop.engine import resolve_device
 
     v.check_p(args.p, "--p")

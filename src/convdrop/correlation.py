@@ -288,9 +288,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``convdrop correlation``."""
     check_args(args)
-    if not 0.0 < args.p < 1.0:
-        raise ValueError(f"--p must be strictly between 0 and 1 here (something must be both "
-                         f"dropped and kept), got {args.p!r}")
+    v.check_number(args.p, "--p", 0, 1, include_low=False, include_high=False,
+                   expected="strictly between 0 and 1 here (something must be both dropped "
+                            "and kept)")
     study = correlation_study(read_image(args.image), args.p, args.block_size, args.trials,
                               args.seed, source=args.source)
     print(render_table(study))

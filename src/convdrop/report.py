@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from convdrop import _io
+from convdrop import _validate as v
 from convdrop._tables import markdown_table
 from convdrop.stats import ALPHA, CONFIDENCE, MethodSummary, Welch, summarize, welch
 
@@ -162,8 +163,8 @@ def render_table(summaries: Sequence[MethodSummary], *, fmt: str = "markdown",
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    v.check_number(alpha, "alpha", 0, 1, include_low=False, include_high=False,
+                   expected="in (0, 1)")
     rows = [_row_cells(s, alpha) for s in summaries]
     table = _markdown(rows) if fmt == "markdown" else _text(rows)
     legend = _legend(alpha)

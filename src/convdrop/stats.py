@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from convdrop import _validate as v
+
 __all__ = ["ALPHA", "CONFIDENCE", "STATUSES", "MethodSummary", "Welch", "summarize", "welch"]
 
 ALPHA = 0.05  # significance level for the asterisk and the sentence
@@ -56,8 +58,8 @@ def welch(a: Sequence[float], b: Sequence[float], *, confidence: float = CONFIDE
     collapses to it, df is NaN, and p is 0 if it is non-zero, else 1.
     """
     xa, xb = _values(a, "a"), _values(b, "b")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    v.check_number(confidence, "confidence", 0, 1, include_low=False, include_high=False,
+                   expected="in (0, 1)")
     nan = math.nan
     if xa.size == 0 or xb.size == 0:
         return Welch(nan, nan, nan, nan, nan, nan)
