@@ -110,11 +110,8 @@ def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
 
 
 def _accuracy(run: Mapping, key: str) -> float:
-    value = run.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ValueError(f"{key} of run {run.get('method')!r} seed {run.get('seed')!r} must be "
-                         f"an accuracy in [0, 1], got {value!r}")
-    return float(value)
+    return v.check_number(run.get(key), f"{key} of run {run.get('method')!r} seed "
+                          f"{run.get('seed')!r}", 0, 1, expected="an accuracy in [0, 1]")
 
 
 def _group(results: Sequence[Mapping]) -> dict[str, list[Mapping]]:
