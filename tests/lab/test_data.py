@@ -411,10 +411,11 @@ def test_folder_with_test_does_not_warn(tmp_path: Path) -> None:
         load_dataset(f"folder:{root}")
 
 
-def test_folder_corrupt_image(tmp_path: Path) -> None:
+@pytest.mark.parametrize("content", [b"\x89PNG\r\n\x1a\n but then garbage", b""])
+def test_folder_corrupt_image(tmp_path: Path, content: bytes) -> None:
     root = _write_folder(tmp_path)
     bad = root / "val" / "cat" / "broken.png"
-    bad.write_bytes(b"\x89PNG\r\n\x1a\n but then garbage")
+    bad.write_bytes(content)
     with pytest.raises(DataError, match=f"cannot read image {bad}"):
         load_dataset(f"folder:{root}")
 

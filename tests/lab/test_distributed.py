@@ -36,6 +36,10 @@ def test_launch_env_reads_torchrun_variables_and_names_bad_ones():
         dd.launch_env({**ENV, "WORLD_SIZE": "two"})
     with pytest.raises(ValueError, match="MASTER_PORT is not set; start the job with torchrun"):
         dd.launch_env({k: v for k, v in ENV.items() if k != "MASTER_PORT"})
+    with pytest.raises(ValueError, match="WORLD_SIZE must be an int >= 1, got 0"):
+        dd.launch_env({**ENV, "WORLD_SIZE": "0"})
+    with pytest.raises(ValueError, match="LOCAL_RANK must be an int >= 0, got -1"):
+        dd.launch_env({**ENV, "LOCAL_RANK": "-1"})
 
 
 def test_setup_without_torchrun_is_a_single_process(monkeypatch):

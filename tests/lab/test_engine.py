@@ -337,10 +337,19 @@ def test_make_optimizer():
     (("sgd", 0.0, 0.0), "lr must be .* got 0.0"),
     (("sgd", 0.1, -1.0), "weight_decay must be .* got -1.0"),
     (("sgd", 0.1, 0.0, 1.0), "momentum must be .* got 1.0"),
+    (("sgd", True, 0.0), "lr must be a finite number > 0, got True"),
+    (("sgd", 0.1, math.inf), "weight_decay must be a finite number >= 0, got inf"),
 ])
 def test_make_optimizer_errors(args, match):
     with pytest.raises(ValueError, match=match):
         make_optimizer(tiny_cnn(), *args)
+
+
+def test_make_optimizer_nesterov_needs_momentum():
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\) \(> 0 with nesterov\), "
+                                         r"got 0.0"):
+        make_optimizer(tiny_cnn(), "sgd", 0.1, 0.0, 0.0, nesterov=True)
+    assert make_optimizer(tiny_cnn(), "sgd", 0.1, 0.0, 0.0).param_groups[0]["momentum"] == 0.0
 
 
 def test_factory_errors():
@@ -351,6 +360,8 @@ def test_factory_errors():
         make_lr_scheduler(optimizer, "cosine", 0)
     with pytest.raises(ValueError, match="step_size must be an int >= 1, got 0"):
         make_lr_scheduler(optimizer, "step", 10, step_size=0)
+    with pytest.raises(ValueError, match=r"gamma must be in \(0, 1\], got 0"):
+        make_lr_scheduler(optimizer, "step", 10, gamma=0)
     with pytest.raises(ValueError, match="label_smoothing must be .* got 1.5"):
         make_loss(1.5)
     data = bars_dataset(4)

@@ -81,6 +81,21 @@ def test_welch_small_n_and_constant_groups_without_warnings():
     assert math.isnan(empty.diff) and math.isnan(empty.p_value)
 
 
+@pytest.mark.parametrize("confidence", [0.5, 0.9, 0.99])
+def test_welch_one_constant_group_matches_scipy_without_warnings(confidence):
+    """Only one group constant: scipy's answer, and none of its precision warnings."""
+    a, b = [0.9, 0.9, 0.9], [0.8, 0.85, 0.83]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        w = welch(a, b, confidence=confidence)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = stats.ttest_ind(a, b, equal_var=False)
+    ci = ref.confidence_interval(confidence_level=confidence)
+    assert (w.t, w.df, w.p_value) == pytest.approx((ref.statistic, ref.df, ref.pvalue), rel=1e-12)
+    assert (w.ci_low, w.ci_high) == pytest.approx((ci.low, ci.high), rel=1e-12)
+
+
 def test_welch_rejects_non_finite():
     with pytest.raises(ValueError, match=r"a must hold finite numbers, got \[0.5, nan\]"):
         welch([0.5, math.nan], [0.5, 0.6])

@@ -72,6 +72,10 @@ def test_load_image_errors_name_the_path(tmp_path):
     bad.write_text("not an image")
     with pytest.raises(ValueError, match="bad.png"):
         load_image(bad)
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.png"):
+        load_image(empty)
 
 
 def test_cutout_side_matches_area():

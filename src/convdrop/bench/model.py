@@ -17,6 +17,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from convdrop._tables import markdown_table
+
 
 def _step_timer(model: nn.Module, batch: int, device: str) -> Callable[[], float]:
     torch.manual_seed(0)
@@ -118,16 +120,14 @@ def model_overhead(*, quick: bool, device: str, repeats: int) -> str:
     set_rates(True)
     base_ms = timed[names[0]][0]
     alone = _sites_alone(model, batch, device, repeats)
-    rows = [f"| {names[0]} | {base_ms:.1f} | |"]
-    rows += [f"| {name} | {timed[name][0]:.1f} | {timed[name][1]:+.1%} |" for name in names[1:]]
+    rows = [[names[0], f"{base_ms:.1f}", ""]]
+    rows += [[name, f"{timed[name][0]:.1f}", f"{timed[name][1]:+.1%}"] for name in names[1:]]
+    rows += [[f"its {len(layers)} DropBlock layers alone, replayed", f"{alone:.1f}",
+              f"{alone / base_ms:+.1%}"]]
     return "\n".join([
         f"### ResNet-18 (CIFAR stem) training step, batch {batch}, 32x32, {device}",
         "",
-        "| model | ms / step | overhead |",
-        "|---|---:|---:|",
-        *rows,
-        f"| its {len(layers)} DropBlock layers alone, replayed | {alone:.1f} "
-        f"| {alone / base_ms:+.1%} |",
+        markdown_table(("model", "ms / step", "overhead"), rows, (None, "right", "right")),
         "",
         "Overheads are medians of per-round ratios to the first row; the noise check is the",
         "same step again, so it shows how far a ratio moves by chance. The replayed row times",

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from convdrop._tables import markdown_table
 from convdrop.bench.peers import peer_ops
 from convdrop.ops import native as _native
+from convdrop.ops import validate as v
 from convdrop.ops.functional import drop_block
 from convdrop.ops.reference import reference_drop_block
 
@@ -146,27 +148,17 @@ def bench_shape(shape: tuple[int, ...], p: float, block: int, repeats: int,
 
 def render(shape: tuple[int, ...], rows: list[Row]) -> str:
     """A markdown table for one shape."""
-    lines = [
-        f"### {'x'.join(map(str, shape))}",
-        "",
-        "| op | fwd+bwd ms | x floor | x floor, fastest | saved for backward | dropped |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        if r.ms is None:
-            lines.append(f"| {r.name} | {r.note} | | | | |")
-            continue
-        lines.append(
-            f"| {r.name} | {r.ms:.2f} | {r.floor_multiple:.2f} | {r.best_multiple:.2f} "
-            f"| {r.saved_fraction:.2%} | {r.dropped:.3f} |"
-        )
-    return "\n".join(lines)
+    header = ("op", "fwd+bwd ms", "x floor", "x floor, fastest", "saved for backward", "dropped")
+    cells = [[r.name, r.note, "", "", "", ""] if r.ms is None else
+             [r.name, f"{r.ms:.2f}", f"{r.floor_multiple:.2f}", f"{r.best_multiple:.2f}",
+              f"{r.saved_fraction:.2%}", f"{r.dropped:.3f}"] for r in rows]
+    table = markdown_table(header, cells, [None] + ["right"] * 5)
+    return f"### {'x'.join(map(str, shape))}\n\n{table}"
 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``convdrop bench``."""
     from convdrop.lab.engine import resolve_device
-    from convdrop.ops import validate as v
 
     v.check_p(args.p, "--p")
     v.check_positive_int(args.block_size, "--block-size")

@@ -28,9 +28,7 @@ class Augment:
 
     def __post_init__(self) -> None:
         for name in ("crop_pad", "cutout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"Augment.{name} must be an int >= 0, got {value!r}")
+            v.check_nonnegative_int(getattr(self, name), f"Augment.{name}")
 
     def __call__(
         self, images: torch.Tensor, generator: torch.Generator | None = None

@@ -34,6 +34,8 @@ import torch.distributed as tdist
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from convdrop.ops import validate as v
+
 __all__ = [
     "Dist", "all_gather_objects", "all_reduce_sums", "barrier", "broadcast_buffers",
     "check_sync_bn", "launch_env", "per_rank_batch", "process_group", "rank_seed",
@@ -78,13 +80,10 @@ def launch_env(environ: Mapping[str, str] | None = None) -> tuple[int, int, int]
     world_size = _env_int(environ, "WORLD_SIZE", 1)
     rank = _env_int(environ, "RANK", 0)
     local_rank = _env_int(environ, "LOCAL_RANK", 0)
-    if world_size < 1:
-        raise ValueError(f"environment variable WORLD_SIZE must be >= 1, got {world_size}")
-    if not 0 <= rank < world_size:
-        raise ValueError(f"environment variable RANK must be in [0, WORLD_SIZE={world_size}), "
-                         f"got {rank}")
-    if local_rank < 0:
-        raise ValueError(f"environment variable LOCAL_RANK must be >= 0, got {local_rank}")
+    v.check_int(world_size, "environment variable WORLD_SIZE", 1)
+    v.check_int(rank, "environment variable RANK", 0, world_size,
+                expected=f"in [0, WORLD_SIZE={world_size})")
+    v.check_nonnegative_int(local_rank, "environment variable LOCAL_RANK")
     if world_size > 1:
         for name in ("MASTER_ADDR", "MASTER_PORT"):
             if not environ.get(name):
@@ -144,8 +143,7 @@ def process_group(device: str = "auto") -> Iterator[Dist]:
 def rank_seed(seed: int, rank: int, stream: int = MASK_STREAM, *, epoch: int = 0) -> int:
     """A 32-bit seed for ``(seed, rank, stream, epoch)``; each tuple gets an unrelated stream."""
     for name, value in (("seed", seed), ("rank", rank), ("stream", stream), ("epoch", epoch)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        v.check_nonnegative_int(value, name)
     return int(np.random.SeedSequence([seed, rank, stream, epoch]).generate_state(1)[0])
 
 

@@ -96,8 +96,7 @@ def seed_everything(seed: int) -> torch.Generator:
     augmentation draws are not the same numbers as weight init. Deterministic kernels
     are not switched on: GPU runs may still differ in the last bits.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
+    v.check_int(seed, "seed", 0, 2**32, expected="an int in [0, 2**32)")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -116,21 +115,17 @@ def make_optimizer(
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
-    if not _is_number(lr) or not 0 < lr < math.inf:
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-    if not _is_number(weight_decay) or not 0 <= weight_decay < math.inf:
-        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    v.check_number(lr, "lr", 0, math.inf, include_low=False, include_high=False,
+                   expected="a finite number > 0")
+    v.check_number(weight_decay, "weight_decay", 0, math.inf, include_high=False,
+                   expected="a finite number >= 0")
     params = [p for p in model.parameters() if p.requires_grad]
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    if not _is_number(momentum) or not 0 <= momentum < 1 or (nesterov and momentum == 0):
-        raise ValueError(f"momentum must be in [0, 1) (> 0 with nesterov), got {momentum!r}")
+    v.check_number(momentum, "momentum", 0, 1, include_low=not nesterov, include_high=False,
+                   expected="in [0, 1) (> 0 with nesterov)")
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
                            nesterov=nesterov)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def cosine_factor(step: int, total_steps: int) -> float:
@@ -165,8 +160,7 @@ def make_lr_scheduler(
     elif name == "step":
         size = -(-total_steps // 3) if step_size is None else step_size
         v.check_positive_int(size, "step_size")
-        if not _is_number(gamma) or not 0 < gamma <= 1:
-            raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
+        v.check_number(gamma, "gamma", 0, 1, include_low=False, expected="in (0, 1]")
         factor = partial(step_factor, step_size=size, gamma=gamma)
     else:
         factor = constant_factor

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from convdrop import _io
+from convdrop._tables import markdown_table
 from convdrop.lab.stats import ALPHA, CONFIDENCE, MethodSummary, Welch, summarize, welch
+from convdrop.ops import validate as v
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -81,11 +83,7 @@ def _row_cells(s: MethodSummary, alpha: float) -> list[str]:
 
 
 def _markdown(rows: Sequence[Sequence[str]]) -> str:
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-    rule = "|:---|" + "---:|" * (len(HEADERS) - 1)
-    return "\n".join([line(HEADERS), rule, *(line(row) for row in rows)])
+    return markdown_table(HEADERS, rows, ["left"] + ["right"] * (len(HEADERS) - 1))
 
 
 def _text(rows: Sequence[Sequence[str]]) -> str:
@@ -144,9 +142,8 @@ def _failures_markdown(summaries: Sequence[MethodSummary]) -> str:
             for s in summaries for seed, error in s.failures]
     if not rows:
         return "None: every run finished."
-    lines = ["| method | seed | error |", "|:---|---:|:---|"]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
-    return f"{len(rows)} run(s) failed and are left out of the statistics.\n\n" + "\n".join(lines)
+    table = markdown_table(("method", "seed", "error"), rows, ("left", "right", "left"))
+    return f"{len(rows)} run(s) failed and are left out of the statistics.\n\n{table}"
 
 
 def _csv_row(s: MethodSummary) -> list[object]:
@@ -166,8 +163,8 @@ def render_table(summaries: Sequence[MethodSummary], *, fmt: str = "markdown",
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    v.check_number(alpha, "alpha", 0, 1, include_low=False, include_high=False,
+                   expected="in (0, 1)")
     rows = [_row_cells(s, alpha) for s in summaries]
     table = _markdown(rows) if fmt == "markdown" else _text(rows)
     legend = _legend(alpha)

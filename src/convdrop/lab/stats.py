@@ -9,11 +9,14 @@ counted and listed.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
+
+from convdrop.ops import validate as v
 
 __all__ = ["ALPHA", "CONFIDENCE", "STATUSES", "MethodSummary", "Welch", "summarize", "welch"]
 
@@ -47,14 +50,16 @@ def _values(xs: Sequence[float], name: str) -> np.ndarray:
 def welch(a: Sequence[float], b: Sequence[float], *, confidence: float = CONFIDENCE) -> Welch:
     """Two-sided Welch t-test and confidence interval for mean(a) - mean(b).
 
-    Matches ``scipy.stats.ttest_ind(a, b, equal_var=False)``. Edge cases, without
-    warnings: a group with n < 2 gives the difference with NaN interval, t, df and p.
+    Computed by ``scipy.stats.ttest_ind(a, b, equal_var=False)`` and its
+    ``confidence_interval``; the guards keep scipy away from the cases it answers
+    with NaN and warnings. Edge cases, without warnings: a group with n < 2 gives
+    the difference with NaN interval, t, df and p.
     When both groups are constant the difference is known exactly: the interval
     collapses to it, df is NaN, and p is 0 if it is non-zero, else 1.
     """
     xa, xb = _values(a, "a"), _values(b, "b")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    v.check_number(confidence, "confidence", 0, 1, include_low=False, include_high=False,
+                   expected="in (0, 1)")
     nan = math.nan
     if xa.size == 0 or xb.size == 0:
         return Welch(nan, nan, nan, nan, nan, nan)
@@ -64,13 +69,12 @@ def welch(a: Sequence[float], b: Sequence[float], *, confidence: float = CONFIDE
         diff = float(xa[0] - xb[0])
         return Welch(diff, diff, diff, math.copysign(math.inf, diff) if diff else 0.0, nan,
                      0.0 if diff else 1.0)
-    va, vb = xa.var(ddof=1) / xa.size, xb.var(ddof=1) / xb.size
-    se = math.sqrt(va + vb)
-    df = float((va + vb) ** 2 / (va**2 / (xa.size - 1) + vb**2 / (xb.size - 1)))
-    diff = float(xa.mean() - xb.mean())
-    t = diff / se
-    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
-    return Welch(diff, diff - half, diff + half, t, df, float(2 * stats.t.sf(abs(t), df)))
+    with warnings.catch_warnings():  # one constant group: scipy warns, but its variance is 0
+        warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
+        result = stats.ttest_ind(xa, xb, equal_var=False)
+        ci = result.confidence_interval(confidence_level=confidence)
+    return Welch(float(xa.mean() - xb.mean()), float(ci.low), float(ci.high),
+                 float(result.statistic), float(result.df), float(result.pvalue))
 
 
 @dataclass(frozen=True)
@@ -106,11 +110,8 @@ def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
 
 
 def _accuracy(run: Mapping, key: str) -> float:
-    value = run.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ValueError(f"{key} of run {run.get('method')!r} seed {run.get('seed')!r} must be "
-                         f"an accuracy in [0, 1], got {value!r}")
-    return float(value)
+    return v.check_number(run.get(key), f"{key} of run {run.get('method')!r} seed "
+                          f"{run.get('seed')!r}", 0, 1, expected="an accuracy in [0, 1]")
 
 
 def _group(results: Sequence[Mapping]) -> dict[str, list[Mapping]]:

@@ -34,9 +34,7 @@ def check_rates(**rates: float) -> dict[str, float]:
 
 def check_block(block_size: int) -> int:
     """A square block side >= 1; the op clips it to each feature map."""
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"block_size must be an int >= 1, got {block_size!r}")
-    return block_size
+    return v.check_positive_int(block_size, "block_size")
 
 
 def init_weights(model: nn.Module) -> None:

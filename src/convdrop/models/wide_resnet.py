@@ -91,9 +91,9 @@ def wide_resnet(num_classes: int = 10, in_channels: int = 3, *, depth: int = 16,
     v.check_positive_int(num_classes, "num_classes")
     v.check_positive_int(in_channels, "in_channels")
     v.check_positive_int(widen_factor, "widen_factor")
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
-        raise ValueError(f"depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, 40, ...), "
-                         f"got {depth!r}")
+    wrn_depth = "6n + 4 with n >= 1 (10, 16, 22, 28, 40, ...)"
+    if v.check_int(depth, "depth", 10, expected=wrn_depth) % 6 != 4:
+        raise ValueError(f"depth must be {wrn_depth}, got {depth!r}")
     rates = check_rates(dropout=dropout, dropblock=dropblock)
     return WideResNet(depth, widen_factor, num_classes, in_channels,
                       block_size=check_block(block_size), **rates)

@@ -153,3 +153,43 @@ def check_positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     return value
+
+
+def check_int(value: object, name: str, low: int, high: int | None = None, *,
+              expected: str | None = None) -> int:
+    """Return ``value`` if it is an int in ``[low, high)`` (no upper bound for None).
+
+    Otherwise raise ``ValueError`` naming ``name``, the value and ``expected`` (by
+    default "an int >= low" or "an int in [low, high)"). Bools are not ints here.
+    """
+    if (isinstance(value, bool) or not isinstance(value, int) or value < low
+            or (high is not None and value >= high)):
+        wanted = expected or (f"an int >= {low}" if high is None else f"an int in [{low}, {high})")
+        raise ValueError(f"{name} must be {wanted}, got {value!r}")
+    return value
+
+
+def check_nonnegative_int(value: object, name: str) -> int:
+    """Return ``value`` if it is an int >= 0, else raise ``ValueError``."""
+    return check_int(value, name, 0)
+
+
+def is_number(value: object) -> bool:
+    """True for an int or float that is not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_number(value: object, name: str, low: float, high: float, *,
+                 include_low: bool = True, include_high: bool = True,
+                 expected: str | None = None) -> float:
+    """Return ``value`` as a float if it is a number between ``low`` and ``high``.
+
+    The ends count when ``include_low`` / ``include_high``; NaN is never in range.
+    Otherwise raise ``ValueError`` naming ``name``, the value and ``expected`` (by
+    default "a number in [low, high]" with the brackets the ends call for).
+    """
+    above = is_number(value) and (low <= value if include_low else low < value)
+    if not (above and (value <= high if include_high else value < high)):
+        interval = f"{'[' if include_low else '('}{low:g}, {high:g}{']' if include_high else ')'}"
+        raise ValueError(f"{name} must be {expected or 'a number in ' + interval}, got {value!r}")
+    return float(value)

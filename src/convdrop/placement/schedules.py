@@ -31,8 +31,7 @@ Schedule = Callable[[int, int], float]
 
 def _progress(step: int, total_steps: int) -> float:
     """Fraction of the ramp done, clamped to [0, 1]: steps past the end hold the target."""
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise ValueError(f"step must be an int >= 0, got {step!r}")
+    v.check_nonnegative_int(step, "step")
     v.check_positive_int(total_steps, "total_steps")
     return min(step, total_steps) / total_steps
 
@@ -80,8 +79,7 @@ def get_schedule(name: str, *, warmup_steps: int = 0, **options: Any) -> Schedul
     """
     if name not in SCHEDULES:
         raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {name!r}")
-    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
+    v.check_nonnegative_int(warmup_steps, "warmup_steps")
     if options and name != "step":
         raise ValueError(f"schedule {name!r} takes no options, got {sorted(options)}")
     unknown = set(options) - {"levels"}
@@ -177,8 +175,7 @@ def _targets(found: Mapping[str, Regularizer], scales: Mapping[str, float] | Non
              ) -> dict[str, float]:
     scales = dict(scales or {})
     for key, scale in scales.items():
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale >= 0:
-            raise ValueError(f"scales[{key!r}] must be a number >= 0, got {scale!r}")
+        v.check_number(scale, f"scales[{key!r}]", 0, math.inf, expected="a number >= 0")
     targets = {}
     for path, module in found.items():
         scale = _scale_of(path, scales)[1]
@@ -279,9 +276,7 @@ class DropRateScheduler:
                 f"state targets cover paths {sorted(targets)} but this scheduler drives "
                 f"{sorted(self._modules)}; expected the same model layout"
             )
-        step_ = state["step"]
-        if isinstance(step_, bool) or not isinstance(step_, int) or step_ < 0:
-            raise ValueError(f"state['step'] must be an int >= 0, got {step_!r}")
+        step_ = v.check_nonnegative_int(state["step"], "state['step']")
         self.total_steps = v.check_positive_int(state["total_steps"], "state['total_steps']")
         self._targets = {k: v.check_p(p, f"state['targets'][{k!r}]") for k, p in targets.items()}
         self._step = step_

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from convdrop._tables import markdown_table
 from convdrop.ops import validate as v
 from convdrop.ops.functional import block_mask, dropout
 from convdrop.viz.masks import check_args, read_image
@@ -246,17 +247,17 @@ def correlation_study(image: torch.Tensor, p: float, block_size: int, trials: in
 def render_table(study: Study) -> str:
     """Markdown: method x reconstructor, recoverable fraction mean ± std over trials."""
     trials = study.scores["dropout", "mean"].numel()
-    head = " | ".join(_RECON_TITLES[r] for r in RECONSTRUCTORS)
-    lines = [f"Recoverable fraction of the dropped units ({study.source}, "
-             f"{tuple(study.x.shape)}, p = {study.p:g}, block {study.block_size}, "
-             f"mean ± std over {trials} trials, seed {study.seed})", "",
-             f"| method | dropped | {head} |", "|---|---|" + "---|" * len(RECONSTRUCTORS)]
+    header = ["method", "dropped", *(_RECON_TITLES[r] for r in RECONSTRUCTORS)]
+    rows = []
     for method, title in METHODS.items():
         cells = [f"{100 * m:.1f} ± {100 * s:.1f} %"
                  for m, s in (study.summary(method, r) for r in RECONSTRUCTORS)]
         name = title if method == "dropout" else f"{title} (block {study.block_size})"
-        lines.append(f"| {name} | {100 * float(study.dropped[method].mean()):.1f} % | "
-                     + " | ".join(cells) + " |")
+        rows.append([name, f"{100 * float(study.dropped[method].mean()):.1f} %", *cells])
+    lines = [f"Recoverable fraction of the dropped units ({study.source}, "
+             f"{tuple(study.x.shape)}, p = {study.p:g}, block {study.block_size}, "
+             f"mean ± std over {trials} trials, seed {study.seed})", "",
+             markdown_table(header, rows)]
     skipped = {m: trials - study.scored(m) for m in METHODS}
     lines += [f"\n{METHODS[m]} dropped nothing in {k} of {trials} trials; they are left out."
               for m, k in skipped.items() if k]
@@ -287,9 +288,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``convdrop correlation``."""
     check_args(args)
-    if not 0.0 < args.p < 1.0:
-        raise ValueError(f"--p must be strictly between 0 and 1 here (something must be both "
-                         f"dropped and kept), got {args.p!r}")
+    v.check_number(args.p, "--p", 0, 1, include_low=False, include_high=False,
+                   expected="strictly between 0 and 1 here (something must be both dropped "
+                            "and kept)")
     study = correlation_study(read_image(args.image), args.p, args.block_size, args.trials,
                               args.seed, source=args.source)
     print(render_table(study))

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from convdrop._tables import markdown_table
 from convdrop.viz.explain_net import (
     ACTIVATIONS,
     EXAMPLE_NET,
@@ -206,8 +207,7 @@ def render_text(result: Walkthrough) -> str:
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows] + [""]
+    return [markdown_table(header, rows), ""]
 
 
 def _md_step(net: ToyNet, step: LayerStep) -> list[str]:

@@ -6,12 +6,15 @@ Every problem is a one-line ``ValueError`` that names the layer and the shapes.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from convdrop.ops import validate as v
 
 SCALINGS = ("inverted", "none")
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -64,9 +67,8 @@ class ToyNet:
 def _check_p_scaling(p: object, scaling: object) -> None:
     if scaling not in SCALINGS:
         raise ValueError(f"scaling must be one of {', '.join(SCALINGS)}; got {scaling!r}")
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-        why = " (inverted scaling divides by 1 - p = 0)" if p == 1 and scaling == "inverted" else ""
-        raise ValueError(f"p must be a number in [0, 1), got {p!r}{why}")
+    why = " (inverted scaling divides by 1 - p = 0)" if p == 1 and scaling == "inverted" else ""
+    v.check_number(p, "p", 0, 1, include_high=False, expected=f"a number in [0, 1){why}")
 
 
 def _check_shapes(net: ToyNet) -> None:
@@ -114,7 +116,7 @@ def _tensor(value: object, name: str, rank: int) -> torch.Tensor:
     rows = value if rank == 2 else [value]
     kind = "vector (list of finite numbers)" if rank == 1 else "matrix (list of rows of numbers)"
     if not isinstance(value, list) or not value or not all(
-        isinstance(r, list) and r and all(_is_number(v) for v in r) for r in rows
+        isinstance(r, list) and r and all(_is_finite(x) for x in r) for r in rows
     ):
         raise ValueError(f"{name} must be a non-empty {kind}, got {_short(value)}")
     if len({len(r) for r in rows}) != 1:
@@ -122,9 +124,8 @@ def _tensor(value: object, name: str, rank: int) -> torch.Tensor:
     return torch.tensor(value, dtype=torch.float64)
 
 
-def _is_number(value: object) -> bool:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return ok and abs(float(value)) != float("inf") and value == value  # finite, not NaN
+def _is_finite(value: object) -> bool:
+    return v.is_number(value) and math.isfinite(value)
 
 
 def _short(value: object) -> str:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from convdrop import _io
+from convdrop._image_io import decode_image
 from convdrop.ops import validate as v
 from convdrop.ops.functional import block_mask, cutout_mask, dropout, spatial_dropout
 from convdrop.placement.schedules import linear
@@ -63,23 +65,20 @@ def default_image(size: int = DIGIT_SIZE) -> torch.Tensor:
 def load_image(path: str | Path, max_size: int = MAX_IMAGE_SIZE) -> torch.Tensor:
     """A PNG or JPEG as Tensor[C, H, W] float32 in [0, 1], C = 1 (grayscale) or 3 (RGB).
 
-    Raises ``FileNotFoundError`` or ``ValueError``, both naming ``path``.
+    Raises ``FileNotFoundError`` or ``ValueError``, both naming ``path``; see
+    ``_image_io.decode_image`` for the checks.
     """
-    from PIL import Image, UnidentifiedImageError
+    pixels = decode_image(path, partial(_gray_or_rgb, max_size=max_size))  # (H, W, C)
+    return torch.from_numpy(pixels).permute(2, 0, 1).float() / 255.0
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L" if img.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB")
-            img.thumbnail((max_size, max_size), Image.Resampling.BILINEAR)
-            data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
-            size, channels = img.size, len(img.getbands())
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from None
-    pixels = data.view(size[1], size[0], channels).permute(2, 0, 1)
-    return pixels.float() / 255.0
+
+def _gray_or_rgb(img: Any, max_size: int) -> Any:
+    """A PIL image as L or RGB, shrunk (never enlarged) to fit ``max_size`` square."""
+    from PIL import Image
+
+    img = img.convert("L" if img.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB")
+    img.thumbnail((max_size, max_size), Image.Resampling.BILINEAR)
+    return img
 
 
 def read_image(path: str | Path | None) -> torch.Tensor:

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 from convdrop.lab.data.split import split_off, subset
+from convdrop.ops import validate as v
 
 KINDS = ("digits", "cifar10", "cifar100", "folder", "synthetic")
 PATH_KINDS = ("cifar10", "cifar100", "folder")
@@ -122,8 +123,7 @@ def load_dataset(
     kind, path = parse_spec(spec)
     size = _check_image_size(image_size)
     _check_train_size(train_size)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    v.check_nonnegative_int(seed, "seed")
 
     data = _read(kind, path, size)
     if train_size is not None:
@@ -244,13 +244,10 @@ def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float
 def _check_image_size(image_size: int | None) -> int:
     if image_size is None:
         return DEFAULT_IMAGE_SIZE
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 4:
-        raise ValueError(f"image_size must be an int >= 4 (or None for 32), got {image_size!r}")
-    return image_size
+    return v.check_int(image_size, "image_size", 4, expected="an int >= 4 (or None for 32)")
 
 
 def _check_train_size(train_size: int | None) -> None:
     if train_size is None:
         return
-    if isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < 1:
-        raise ValueError(f"train_size must be an int >= 1 or None, got {train_size!r}")
+    v.check_int(train_size, "train_size", 1, expected="an int >= 1 or None")

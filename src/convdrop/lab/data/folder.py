@@ -10,11 +10,14 @@ resized (bilinear, aspect ratio not kept) to ``image_size`` x ``image_size``.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
+from convdrop._image_io import decode_image
 from convdrop.lab.data import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -41,16 +44,16 @@ def _image_files(class_dir: Path) -> list[Path]:
             if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS]
 
 
+def _square_rgb(size: int) -> Callable[[Image.Image], Image.Image]:
+    return lambda img: img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+
+
 def _read_image(path: Path, image_size: int) -> np.ndarray:
     """One image as uint8 (H, W, 3); ``DataError`` naming the file if Pillow cannot read it."""
-    from PIL import Image
-
     try:
-        with Image.open(path) as img:
-            rgb = img.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
-            return np.asarray(rgb, dtype=np.uint8)
-    except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError, ...
-        raise DataError(f"cannot read image {path} ({type(err).__name__}: {err})") from None
+        return decode_image(path, _square_rgb(image_size))
+    except (OSError, ValueError) as err:
+        raise DataError(str(err)) from None
 
 
 def _read_split(split_dir: Path, classes: tuple[str, ...], image_size: int,
