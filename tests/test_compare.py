@@ -9,6 +9,7 @@ import pytest
 from convdrop import engine
 from convdrop.cli import main
 from convdrop.compare import compare
+from convdrop.errors import RunFolderError
 from convdrop.experiment import build_spec
 from convdrop.presets import PRESETS
 from convdrop.run import RunPaths, execute, read_metrics
@@ -59,7 +60,7 @@ def test_finished_runs_are_skipped_and_other_settings_refused(tmp_path):
     again = execute(spec, "control", 0, tmp_path)
     assert again == first  # read back, not retrained
     other = build_spec(overrides={**TINY, "methods": ["control"], "epochs": 2})
-    with pytest.raises(ValueError, match="holds a run with other settings"):
+    with pytest.raises(RunFolderError, match="holds a run with other settings"):
         execute(other, "control", 0, tmp_path)
 
 

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 from convdrop._data_split import split_off, subset
+from convdrop.errors import UserError
 
 KINDS = ("digits", "cifar10", "cifar100", "folder", "synthetic")
 PATH_KINDS = ("cifar10", "cifar100", "folder")
@@ -49,7 +50,7 @@ CIFAR_VAL_SIZE = 5000
 DEFAULT_IMAGE_SIZE = 32
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A dataset could not be read: a bad spec, path, layout or file."""
 
 

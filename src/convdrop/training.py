@@ -38,6 +38,7 @@ from convdrop.engine import (
     seed_everything,
     train_one_epoch,
 )
+from convdrop.errors import RunFolderError
 from convdrop.experiment import ExperimentSpec
 from convdrop.layers import Regularizer
 from convdrop.run import (
@@ -175,7 +176,7 @@ class Trainer:
         """Restore a checkpoint; returns the number of finished epochs."""
         for key, mine in (("run_key", self.spec.run_key(self.method)), ("seed", self.seed)):
             if key in state and state[key] != mine:
-                raise ValueError(
+                raise RunFolderError(
                     f"the checkpoint was written by a run with {key} {state[key]!r}, but this "
                     f"run has {key} {mine!r}; use the same settings, or another --out"
                 )
