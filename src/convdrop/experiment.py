@@ -2,9 +2,10 @@
 
 Configuration is layered: CPU-sized defaults for the bundled data (see
 :data:`convdrop.presets.SMALL_DATA_DEFAULTS`), a preset, then the ``[experiment]`` and
-``[methods.NAME]`` tables of a TOML file, then command-line flags. Unknown keys,
-unknown methods and out-of-range values are errors that name the key and value.
-The resolved spec is saved beside the results as ``config.json``.
+``[methods.NAME]`` tables of a TOML file, then command-line flags (built from these
+fields' types and descriptions by :mod:`convdrop.flags`). Unknown keys, unknown
+methods and out-of-range values raise :class:`convdrop.errors.SpecError` naming the
+key and value. The resolved spec is saved beside the results as ``config.json``.
 """
 
 from __future__ import annotations
