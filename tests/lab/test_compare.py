@@ -7,6 +7,7 @@ import json
 import pytest
 
 from convdrop.cli import main
+from convdrop.errors import RunFolderError
 from convdrop.lab import engine
 from convdrop.lab.presets import PRESETS
 from convdrop.lab.run import RunPaths, execute, read_metrics
@@ -59,7 +60,7 @@ def test_finished_runs_are_skipped_and_other_settings_refused(tmp_path):
     again = execute(spec, "control", 0, tmp_path)
     assert again == first  # read back, not retrained
     other = build_spec(overrides={**TINY, "methods": ["control"], "epochs": 2})
-    with pytest.raises(ValueError, match="holds a run with other settings"):
+    with pytest.raises(RunFolderError, match="holds a run with other settings"):
         execute(other, "control", 0, tmp_path)
 
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import DistributedSampler, TensorDataset
 
+from convdrop.errors import LaunchError
 from convdrop.lab import distributed as dd
 from convdrop.lab.engine import make_loader
 from convdrop.lab.run import RunPaths, execute, read_metrics, train_and_record
@@ -36,9 +37,9 @@ def test_launch_env_reads_torchrun_variables_and_names_bad_ones():
         dd.launch_env({**ENV, "WORLD_SIZE": "two"})
     with pytest.raises(ValueError, match="MASTER_PORT is not set; start the job with torchrun"):
         dd.launch_env({k: v for k, v in ENV.items() if k != "MASTER_PORT"})
-    with pytest.raises(ValueError, match="WORLD_SIZE must be an int >= 1, got 0"):
+    with pytest.raises(LaunchError, match="WORLD_SIZE must be >= 1, got 0"):
         dd.launch_env({**ENV, "WORLD_SIZE": "0"})
-    with pytest.raises(ValueError, match="LOCAL_RANK must be an int >= 0, got -1"):
+    with pytest.raises(LaunchError, match="LOCAL_RANK must be >= 0, got -1"):
         dd.launch_env({**ENV, "LOCAL_RANK": "-1"})
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from convdrop.errors import MissingFileError, SpecError
 from convdrop.lab.presets import PRESETS, describe_presets, preset_fields
 from convdrop.lab.spec import build_spec
 
@@ -72,14 +73,15 @@ p = 0.3
     ('[experiment]\nmethods = ["control", "control"]', r"lists a name twice"),
 ])
 def test_bad_specs_name_the_key_and_value(tmp_path, text, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(SpecError, match=match):  # a ValueError, for library callers
         build_spec(spec_file=write(tmp_path, text))
 
 
 def test_missing_spec_file_and_unknown_preset(tmp_path):
-    with pytest.raises(FileNotFoundError, match="spec file .*nope.toml"):
+    with pytest.raises(MissingFileError, match="spec file .*nope.toml"):
         build_spec(spec_file=tmp_path / "nope.toml")
-    with pytest.raises(ValueError, match=r"unknown preset 'big'"):
+    assert issubclass(MissingFileError, FileNotFoundError) and issubclass(SpecError, ValueError)
+    with pytest.raises(SpecError, match=r"unknown preset 'big'"):
         preset_fields("big")
 
 

@@ -34,6 +34,7 @@ import torch.distributed as tdist
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from convdrop.errors import LaunchError
 from convdrop.ops import validate as v
 
 __all__ = [
@@ -71,7 +72,7 @@ def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise ValueError(f"environment variable {name} must be an int, got {raw!r}") from None
+        raise LaunchError(f"environment variable {name} must be an int, got {raw!r}") from None
 
 
 def launch_env(environ: Mapping[str, str] | None = None) -> tuple[int, int, int]:
@@ -80,14 +81,17 @@ def launch_env(environ: Mapping[str, str] | None = None) -> tuple[int, int, int]
     world_size = _env_int(environ, "WORLD_SIZE", 1)
     rank = _env_int(environ, "RANK", 0)
     local_rank = _env_int(environ, "LOCAL_RANK", 0)
-    v.check_int(world_size, "environment variable WORLD_SIZE", 1)
-    v.check_int(rank, "environment variable RANK", 0, world_size,
-                expected=f"in [0, WORLD_SIZE={world_size})")
-    v.check_nonnegative_int(local_rank, "environment variable LOCAL_RANK")
+    if world_size < 1:
+        raise LaunchError(f"environment variable WORLD_SIZE must be >= 1, got {world_size}")
+    if not 0 <= rank < world_size:
+        raise LaunchError(f"environment variable RANK must be in [0, WORLD_SIZE={world_size}), "
+                         f"got {rank}")
+    if local_rank < 0:
+        raise LaunchError(f"environment variable LOCAL_RANK must be >= 0, got {local_rank}")
     if world_size > 1:
         for name in ("MASTER_ADDR", "MASTER_PORT"):
             if not environ.get(name):
-                raise ValueError(f"WORLD_SIZE={world_size} but environment variable {name} is "
+                raise LaunchError(f"WORLD_SIZE={world_size} but environment variable {name} is "
                                  "not set; start the job with torchrun")
     return world_size, rank, local_rank
 
@@ -99,12 +103,12 @@ def _process_device(device: str, local_rank: int) -> str:
     if device == "cpu":
         return "cpu"
     if device != "cuda":
-        raise ValueError(
+        raise LaunchError(
             f"device must be 'auto', 'cpu' or 'cuda' under torchrun (each process takes "
             f"cuda:LOCAL_RANK; gloo on CPU, nccl on CUDA), got {device!r}"
         )
     if not torch.cuda.is_available() or local_rank >= torch.cuda.device_count():
-        raise ValueError(f"device 'cuda' needs GPU {local_rank} (LOCAL_RANK) but this node has "
+        raise LaunchError(f"device 'cuda' needs GPU {local_rank} (LOCAL_RANK) but this node has "
                          f"{torch.cuda.device_count() if torch.cuda.is_available() else 0}")
     return f"cuda:{local_rank}"
 
@@ -160,7 +164,7 @@ def reseed_for_rank(seed: int, rank: int, *, epoch: int = 0) -> torch.Generator:
 def per_rank_batch(batch_size: int, world_size: int) -> int:
     """Each rank's share of the global ``batch_size``; it must divide evenly."""
     if batch_size % world_size:
-        raise ValueError(
+        raise LaunchError(
             f"batch_size is the global batch and must be divisible by the world size: got "
             f"batch_size={batch_size} with world size {world_size}; use a multiple of "
             f"{world_size}"
@@ -214,7 +218,7 @@ def broadcast_buffers(model: nn.Module, dist: Dist) -> None:
 def check_sync_bn(sync_bn: bool, dist: Dist) -> None:
     """SyncBatchNorm runs on GPUs only; in a single process it changes nothing."""
     if sync_bn and dist.enabled and dist.backend != "nccl":
-        raise ValueError(f"sync_bn needs CUDA devices (torch's SyncBatchNorm does not run on "
+        raise LaunchError(f"sync_bn needs CUDA devices (torch's SyncBatchNorm does not run on "
                          f"{dist.device!r}); leave out --sync-bn or use --device cuda")
 
 

@@ -22,6 +22,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from convdrop.errors import ArgumentError, UserError
 from convdrop.lab.augment import Augment
 from convdrop.ops import validate as v
 
@@ -38,8 +39,11 @@ AMP_DTYPES = (torch.float16, torch.bfloat16)
 Batch = tuple[torch.Tensor, torch.Tensor]  # (images Tensor[N, C, H, W], labels Tensor[N])
 
 
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or inf; the run should stop, other runs can go on."""
+class NonFiniteLossError(UserError, RuntimeError):
+    """The training loss became NaN or inf; the run should stop, other runs can go on.
+
+    A user error: the settings (learning rate, drop rate) made training diverge.
+    """
 
     def __init__(self, loss: float, epoch: int | None, step: int, steps: int) -> None:
         where = f"epoch {epoch}, " if epoch is not None else ""
@@ -81,11 +85,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     except RuntimeError:
         device = None
     if device is None or device.type not in DEVICE_TYPES:
-        raise ValueError(f"device must be 'auto' or one of {DEVICE_TYPES} (cuda:i), got {name!r}")
+        raise ArgumentError(f"device must be 'auto' or one of {DEVICE_TYPES} (cuda:i), "
+                            f"got {name!r}")
     available = {"cpu": True, "cuda": torch.cuda.is_available(),
                  "mps": torch.backends.mps.is_available()}
     if not available[device.type]:
-        raise ValueError(f"device {name!r} is not available on this machine; use 'auto' or 'cpu'")
+        raise ArgumentError(f"device {name!r} is not available on this machine; use 'auto' "
+                            "or 'cpu'")
     return device
 
 

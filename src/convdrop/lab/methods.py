@@ -15,9 +15,10 @@ from typing import Any
 
 from torch import nn
 
+from convdrop.errors import SpecError
 from convdrop.lab.augment import Augment
 from convdrop.lab.spec import ExperimentSpec
-from convdrop.placement.rules import Rule, regularize
+from convdrop.placement import Rule, regularize
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def _between_convs(model: str, m: Method) -> tuple[dict[str, Any], list[Rule]]:
 def _head(model: str, m: Method) -> tuple[dict[str, Any], list[Rule]]:
     """Dropout only before the last linear layer."""
     if m.regularizer != "dropout":
-        raise ValueError(f"placement 'head' takes regularizer 'dropout', got {m.regularizer!r}")
+        raise SpecError(f"placement 'head' takes regularizer 'dropout', got {m.regularizer!r}")
     if model == "simple_cnn":
         return {"variant": "head_dropout", "dropout": m.p}, []
     if model in _RESNETS:
@@ -100,14 +101,14 @@ def _every_conv(model: str, m: Method) -> tuple[dict[str, Any], list[Rule]]:
 
 def _conv_dropout_bn_relu(model: str, m: Method) -> tuple[dict[str, Any], list[Rule]]:
     if model != "simple_cnn":
-        raise ValueError(f"placement 'conv_dropout_bn_relu' needs model simple_cnn, got {model!r}")
+        raise SpecError(f"placement 'conv_dropout_bn_relu' needs model simple_cnn, got {model!r}")
     return {"batchnorm": True}, [_rule(m, types=(nn.Conv2d,))]
 
 
 def _wide_resnet(model: str, m: Method) -> tuple[dict[str, Any], list[Rule]]:
     """bn/relu/conv/bn/relu/dropout/conv: WRN's own site (the model becomes wide_resnet)."""
     if m.regularizer != "dropout":
-        raise ValueError(f"placement 'wide_resnet' takes 'dropout', got {m.regularizer!r}")
+        raise SpecError(f"placement 'wide_resnet' takes 'dropout', got {m.regularizer!r}")
     return {"dropout": m.p, "depth": 10, "widen_factor": 2}, []
 
 
@@ -126,7 +127,7 @@ def resolve(spec: ExperimentSpec, name: str) -> Method:
     method = BASE_METHODS[options.base or name]
     changes = {k: v for k, v in options.model_dump(exclude={"base"}).items() if v is not None}
     if "placement" in changes and changes["placement"] not in PLACEMENTS:
-        raise ValueError(f"methods.{name}.placement must be one of {sorted(PLACEMENTS)}, "
+        raise SpecError(f"methods.{name}.placement must be one of {sorted(PLACEMENTS)}, "
                          f"got {changes['placement']!r}")
     method = replace(method, **changes)
     if method.placement == "wide_resnet":
@@ -171,12 +172,15 @@ def build_recipe(spec: ExperimentSpec, name: str, num_classes: int, in_channels:
         kwargs, rules = PLACEMENTS[method.placement](model_name, method)
     if method.batchnorm or kwargs.get("batchnorm"):
         if model_name != "simple_cnn":
-            raise ValueError(f"method {name!r} switches batch norm on, which only simple_cnn "
+            raise SpecError(f"method {name!r} switches batch norm on, which only simple_cnn "
                              f"can; model {model_name!r} always has it")
         kwargs["batchnorm"] = True
     if method.model is None or method.model == spec.model:
         kwargs = {**spec.model_options, **kwargs}
-    model = create(model_name, num_classes, in_channels, **kwargs)
+    try:
+        model = create(model_name, num_classes, in_channels, **kwargs)
+    except (TypeError, ValueError) as err:  # the spec's model, options or rates don't fit
+        raise SpecError(f"method {name!r}: {err}") from err
     if rules:
         regularize(model, rules)
     return Recipe(model, method)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from convdrop.errors import SpecError
+
 # Beneath any preset on the bundled data (digits, synthetic), so it finishes in minutes on
 # 2 CPU cores: a 300-image stratified training subset, 10 epochs, two worker processes,
 # and simple_cnn at width 16 (77k parameters). Other data start from the spec defaults.
@@ -102,7 +104,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
 def preset_fields(name: str) -> dict[str, Any]:
     """A fresh copy of a preset's spec fields, with ``name`` set."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}: expected one of {sorted(PRESETS)}")
+        raise SpecError(f"unknown preset {name!r}: expected one of {sorted(PRESETS)}")
     return {"name": name, **copy.deepcopy(PRESETS[name][1])}
 
 

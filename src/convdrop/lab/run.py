@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from convdrop import _io
+from convdrop.errors import LaunchError, RunFolderError
 from convdrop.lab.engine import NonFiniteLossError
 from convdrop.lab.spec import ExperimentSpec
 
@@ -68,7 +69,7 @@ def finished_result(paths: RunPaths, run_key: str) -> dict[str, Any] | None:
         return None
     result = json.loads(paths.result.read_text(encoding="utf-8"))
     if result.get("run_key") != run_key:
-        raise ValueError(
+        raise RunFolderError(
             f"{paths.root} holds a run with other settings (run_key {result.get('run_key')} "
             f"!= {run_key}); choose another --out, or delete that folder to rerun it"
         )
@@ -101,7 +102,7 @@ def execute(
     from convdrop.lab.trainer import Trainer
 
     if dist is None and launch_env()[0] > 1:
-        raise ValueError(
+        raise LaunchError(
             "this process is one of a torchrun job (WORLD_SIZE > 1), but no dist was given: "
             "every process would train the same run; use `convdrop train` under torchrun, "
             "and `convdrop compare --workers N` for parallel runs"

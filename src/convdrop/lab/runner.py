@@ -17,9 +17,9 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from convdrop import _io
+from convdrop import _io, flags
 from convdrop.lab.run import RunPaths, execute, read_metrics
-from convdrop.lab.spec import ExperimentSpec, build_spec
+from convdrop.lab.spec import ExperimentSpec
 
 
 def grid(spec: ExperimentSpec) -> list[tuple[str, int]]:
@@ -149,13 +149,7 @@ def run(args: argparse.Namespace) -> int:
 
     from convdrop.lab import report
 
-    overrides = {
-        "preset": args.preset, "data": args.data, "model": args.model, "epochs": args.epochs,
-        "seeds": args.seeds, "device": args.device, "train_size": args.train_size,
-        "workers": args.workers,
-        "methods": args.methods.split(",") if args.methods else None,
-    }
-    spec = build_spec(spec_file=args.spec, overrides=overrides)
+    spec = flags.spec_from_args(args, (*flags.GRID_FIELDS, *flags.SHARED_FIELDS))
     out = Path(args.out) if args.out else Path("results") / spec.name
     console = Console(width=None if sys.stdout.isatty() else 120)
     console.print(f"[bold]convdrop compare[/bold] {spec.name}: {len(spec.methods)} methods x "
@@ -181,18 +175,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "compare", help="compare regularizers over seeds and write a report",
         description="Train every method of a preset or spec over several seeds and report "
         "mean ± std, the generalization gap and the difference from control (Welch t-test).",
+        epilog=flags.LAYERS_EPILOG,
     )
-    parser.add_argument("--spec", type=Path, help="TOML spec file ([experiment], [methods.X])")
-    parser.add_argument("--preset", help="built-in experiment (see `convdrop presets`)")
-    parser.add_argument("--methods", help="comma-separated subset of methods to run")
-    parser.add_argument("--data", help="digits | synthetic | cifar10:PATH | cifar100:PATH | "
-                        "folder:PATH")
-    parser.add_argument("--model", help="model name (see convdrop.models.names())")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--seeds", type=int, help="runs per method")
-    parser.add_argument("--train-size", type=int, help="stratified training subset size")
-    parser.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
-    parser.add_argument("--workers", type=int, help="parallel runs (processes)")
+    flags.add_spec_flags(parser, (*flags.GRID_FIELDS, *flags.SHARED_FIELDS))
     parser.add_argument("--out", help="output folder (default results/<preset>)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)

@@ -2,9 +2,10 @@
 
 Configuration is layered: CPU-sized defaults for the bundled data (see
 :data:`convdrop.lab.presets.SMALL_DATA_DEFAULTS`), a preset, then the ``[experiment]`` and
-``[methods.NAME]`` tables of a TOML file, then command-line flags. Unknown keys,
-unknown methods and out-of-range values are errors that name the key and value.
-The resolved spec is saved beside the results as ``config.json``.
+``[methods.NAME]`` tables of a TOML file, then command-line flags (built from these
+fields' types and descriptions by :mod:`convdrop.flags`). Unknown keys, unknown
+methods and out-of-range values raise :class:`convdrop.errors.SpecError` naming the
+key and value. The resolved spec is saved beside the results as ``config.json``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from convdrop.errors import MissingFileError, SpecError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,24 +46,32 @@ class ExperimentSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = "regularizers"  # the preset it started from; names the default output folder
-    methods: list[str] = Field(min_length=1)  # grid rows, in report order
-    seeds: int = Field(3, ge=1, le=100)  # runs per method, seeds 0..seeds-1
-    epochs: int = Field(15, ge=1)
-    data: str = "digits"  # digits | synthetic | cifar10:PATH | cifar100:PATH | folder:PATH
-    model: str = "simple_cnn"
-    model_options: dict[str, int | float | bool | str] = Field(default_factory=dict)  # e.g. width
-    train_size: int | None = Field(None, ge=1)  # stratified subset of the training split
-    batch_size: int = Field(64, ge=1)
-    optimizer: Literal["sgd", "adamw"] = "adamw"
-    lr: float = Field(2e-3, gt=0)
-    weight_decay: float = Field(5e-4, ge=0)
-    lr_schedule: Literal["cosine", "step", "none"] = "cosine"
-    augment: Literal["none", "crop", "crop+flip"] = "crop"
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    channels_last: bool = False
-    amp: bool = False  # mixed precision (CUDA only)
-    workers: int = Field(1, ge=1)  # parallel runs (processes)
+    name: str = Field("regularizers", description="the preset it started from; names the "
+                      "default output folder")
+    methods: list[str] = Field(min_length=1, description="methods to run, in report order")
+    seeds: int = Field(3, ge=1, le=100, description="runs per method, seeds 0..seeds-1")
+    epochs: int = Field(15, ge=1, description="training epochs")
+    data: str = Field("digits", description="digits | synthetic | cifar10:PATH | "
+                      "cifar100:PATH | folder:PATH")
+    model: str = Field("simple_cnn", description="model name (see convdrop.models.names())")
+    model_options: dict[str, int | float | bool | str] = Field(
+        default_factory=dict, description="model option (repeatable)",
+        examples=[{"width": 16}], json_schema_extra={"flag": "model-option"})
+    train_size: int | None = Field(None, ge=1, description="stratified subset of the "
+                                   "training split; none = all of it")
+    batch_size: int = Field(64, ge=1, description="batch size (the global batch under "
+                            "torchrun, split evenly over the processes)")
+    optimizer: Literal["sgd", "adamw"] = Field("adamw", description="optimizer")
+    lr: float = Field(2e-3, gt=0, description="learning rate")
+    weight_decay: float = Field(5e-4, ge=0, description="weight decay")
+    lr_schedule: Literal["cosine", "step", "none"] = Field(
+        "cosine", description="learning-rate schedule over training")
+    augment: Literal["none", "crop", "crop+flip"] = Field(
+        "crop", description="data augmentation")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    channels_last: bool = Field(False, description="channels-last memory format")
+    amp: bool = Field(False, description="mixed precision (CUDA only)")
+    workers: int = Field(1, ge=1, description="parallel runs (processes)")
     method_options: dict[str, MethodOptions] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -96,7 +107,10 @@ def format_validation_error(err: ValidationError, where: str) -> str:
     """One readable line per problem: ``experiment.epochs: ... (got 0)``."""
     lines = []
     for problem in err.errors():
-        path = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        if not problem["loc"]:  # a check across fields: its message names what is wrong
+            lines.append(f"{where}: {problem['msg'].removeprefix('Value error, ')}")
+            continue
+        path = ".".join(str(part) for part in problem["loc"])
         got = f" (got {problem['input']!r})" if "input" in problem else ""
         lines.append(f"{where}.{path}: {problem['msg']}{got}")
     return "; ".join(lines)
@@ -106,20 +120,20 @@ def read_toml(path: Path) -> dict[str, Any]:
     """Parse a spec file into a flat dict of spec fields; only known tables are allowed."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"spec file {str(path)!r} does not exist")
+        raise MissingFileError(f"spec file {str(path)!r} does not exist")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"spec file {str(path)!r} is not valid TOML: {err}") from err
+        raise SpecError(f"spec file {str(path)!r} is not valid TOML: {err}") from err
     unknown = set(raw) - {"experiment", "methods"}
     if unknown:
-        raise ValueError(
+        raise SpecError(
             f"spec file {str(path)!r}: unknown table(s) {sorted(unknown)}; "
             "expected [experiment] and [methods.NAME]"
         )
     fields = dict(raw.get("experiment", {}))
     if "method_options" in fields:
-        raise ValueError("spec key experiment.method_options: use [methods.NAME] tables instead")
+        raise SpecError("spec key experiment.method_options: use [methods.NAME] tables instead")
     if "methods" in raw:
         fields["method_options"] = raw["methods"]
     return fields
@@ -154,7 +168,7 @@ def build_spec(
     merged_options = {**preset_part.pop("method_options", {})}
     for name, table in file_methods.items():
         if not isinstance(table, dict):
-            raise ValueError(f"spec key methods.{name}: expected a table, got {table!r}")
+            raise SpecError(f"spec key methods.{name}: expected a table, got {table!r}")
         merged_options[name] = {**merged_options.get(name, {}), **table}
     chosen_fields = {**preset_part, **from_file, **flags}
     fields = {**_small_defaults(chosen_fields), **chosen_fields}
@@ -162,4 +176,4 @@ def build_spec(
     try:
         return ExperimentSpec(**fields)
     except ValidationError as err:
-        raise ValueError(format_validation_error(err, "experiment")) from None
+        raise SpecError(format_validation_error(err, "experiment")) from None

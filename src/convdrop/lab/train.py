@@ -22,51 +22,31 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from convdrop.lab.spec import ExperimentSpec, build_spec
+from pydantic import Field
+
+from convdrop import flags
+from convdrop.errors import ArgumentError, RunFolderError
+from convdrop.lab.spec import ExperimentSpec
 
 if TYPE_CHECKING:
     from convdrop.lab.run import Progress, RunPaths
 
-_FLAGS = ("preset", "data", "model", "epochs", "device", "train_size", "batch_size", "lr")
+Seed = Annotated[int, Field(ge=0, lt=2**32)]  # what torch and numpy take
 
 
 class StopRequested(Exception):
     """``--stop-after`` reached: leave the run as an interrupted one."""
 
 
-def model_option(text: str) -> tuple[str, int | float | bool | str]:
-    """Parse ``KEY=VALUE`` into a key and a bool, int, float or string value."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip() or not raw.strip():
-        raise argparse.ArgumentTypeError(f"must be KEY=VALUE (e.g. width=16), got {text!r}")
-    raw = raw.strip()
-    if raw.lower() in ("true", "false"):
-        return key.strip(), raw.lower() == "true"
-    for kind in (int, float):
-        try:
-            return key.strip(), kind(raw)
-        except ValueError:
-            pass
-    return key.strip(), raw
-
-
 def train_spec(args: argparse.Namespace) -> tuple[ExperimentSpec, str]:
     """The spec of this one run (``methods=[method]``, one seed) and its method."""
-    overrides: dict[str, Any] = {name: getattr(args, name) for name in _FLAGS}
-    overrides.update(seeds=1, workers=1)
-    if args.method:
-        overrides["methods"] = [args.method]
-    spec = build_spec(spec_file=args.spec, overrides=overrides)
-    if args.model_option:
-        options = {**spec.model_options, **dict(args.model_option)}
-        spec = build_spec(spec_file=args.spec, overrides={**overrides, "model_options": options})
+    chosen = {"methods": [args.method]} if args.method else {}
+    spec = flags.spec_from_args(args, seeds=1, workers=1, **chosen)
     if len(spec.methods) != 1:
-        raise ValueError(f"--method is required: the spec lists {len(spec.methods)} methods "
-                         f"{spec.methods}; pick one")
-    if not 0 <= args.seed < 2**32:
-        raise ValueError(f"--seed must be an int in [0, 2**32), got {args.seed}")
+        raise ArgumentError(f"--method is required: the spec lists {len(spec.methods)} "
+                            f"methods {spec.methods}; pick one")
     return spec, spec.methods[0]
 
 
@@ -101,7 +81,6 @@ def _silent(text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``convdrop train`` (every torchrun process runs it)."""
     from convdrop import _io
-    from convdrop.cli import CliError
     from convdrop.lab.distributed import check_sync_bn, per_rank_batch, process_group
     from convdrop.lab.run import RunPaths, execute, finished_result
 
@@ -114,8 +93,9 @@ def run(args: argparse.Namespace) -> int:
             say(f"{paths.root} already holds this finished run; nothing to do")
             return _summary(done, paths, say)
         if paths.checkpoint.is_file() and not args.resume:
-            raise CliError(f"{paths.root} holds an unfinished run ({paths.checkpoint.name}); "
-                           "pass --resume to continue it, or choose another --out")
+            raise RunFolderError(f"{paths.root} holds an unfinished run "
+                                 f"({paths.checkpoint.name}); pass --resume to continue it, "
+                                 "or choose another --out")
         per_rank_batch(spec.batch_size, dist.world_size)
         check_sync_bn(args.sync_bn, dist)
         if dist.is_writer:
@@ -149,28 +129,19 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "train", help="train one method and seed (also under torchrun, with DDP)",
         description="Train one configuration of a compare run and write its metrics.csv and "
         "result.json. Under `torchrun --nproc-per-node K -m convdrop train ...` it trains "
-        "with DistributedDataParallel; --batch-size is then the global batch.",
+        "with DistributedDataParallel; --batch-size is then the global batch, and --device "
+        "is auto, cpu or cuda (one GPU per process).",
+        epilog=flags.LAYERS_EPILOG,
     )
-    parser.add_argument("--method", help="the method to train (see `convdrop presets`)")
-    parser.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+    parser.add_argument("--method", help="the method to train (see `convdrop presets`; "
+                        "default: the spec's, if it lists only one)")
+    parser.add_argument("--seed", type=flags.flag_type(Seed), default=0,
+                        help="run seed, in [0, 2**32) (default: 0)")
     parser.add_argument("--out", required=True, help="output folder; the run goes to "
                         "OUT/runs/<method>/seed<S>/")
     parser.add_argument("--resume", action="store_true",
                         help="continue an unfinished run from its checkpoint")
-    parser.add_argument("--spec", type=Path, help="TOML spec file ([experiment], [methods.X])")
-    parser.add_argument("--preset", help="built-in experiment to start from")
-    parser.add_argument("--data", help="digits | synthetic | cifar10:PATH | cifar100:PATH | "
-                        "folder:PATH")
-    parser.add_argument("--model", help="model name (see convdrop.models.names())")
-    parser.add_argument("--model-option", type=model_option, action="append",
-                        metavar="KEY=VALUE", help="model option, e.g. width=16 (repeatable)")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int,
-                        help="global batch size (split evenly over torchrun processes)")
-    parser.add_argument("--lr", type=float, help="learning rate")
-    parser.add_argument("--train-size", type=int, help="stratified training subset size")
-    parser.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (under torchrun: "
-                        "auto | cpu | cuda, one GPU per process)")
+    flags.add_spec_flags(parser)
     parser.add_argument("--sync-bn", action="store_true",
                         help="SyncBatchNorm across processes (CUDA under torchrun; no effect in "
                         "a single process)")

@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from convdrop import _io
+from convdrop.errors import RunFolderError
 from convdrop.lab import distributed as dd
 from convdrop.lab.engine import (
     Augment,
@@ -175,7 +176,7 @@ class Trainer:
         """Restore a checkpoint; returns the number of finished epochs."""
         for key, mine in (("run_key", self.spec.run_key(self.method)), ("seed", self.seed)):
             if key in state and state[key] != mine:
-                raise ValueError(
+                raise RunFolderError(
                     f"the checkpoint was written by a run with {key} {state[key]!r}, but this "
                     f"run has {key} {mine!r}; use the same settings, or another --out"
                 )

@@ -1,6 +1,7 @@
 """The toy network of ``convdrop explain``: its JSON form, example, parsing and checks.
 
-Every problem is a one-line ``ValueError`` that names the layer and the shapes.
+Every problem is a one-line :class:`NetError` (a ``ValueError``) that names the layer and
+the shapes.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import torch
 
+from convdrop.errors import UserError
 from convdrop.ops import validate as v
 
 SCALINGS = ("inverted", "none")
@@ -23,6 +25,12 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "tanh": torch.tanh,
     "none": lambda z: z,
 }
+
+
+class NetError(UserError, ValueError):
+    """A toy net (from ``--file``, ``--p``, ``--scaling`` or code) that is not valid."""
+
+
 _NET_KEYS = ("x", "layers", "masks", "p", "scaling")
 _LAYER_KEYS = ("W", "b", "activation")
 
@@ -51,7 +59,7 @@ class ToyLayer:
 
 @dataclass(frozen=True)
 class ToyNet:
-    """A validated toy net; construction raises ``ValueError`` on any inconsistency."""
+    """A validated toy net; construction raises ``NetError`` on any inconsistency."""
 
     x: torch.Tensor  # (n_in,) the input vector
     layers: tuple[ToyLayer, ...]  # layers[i].W is (out_i, in_i), in_0 = n_in
@@ -66,18 +74,19 @@ class ToyNet:
 
 def _check_p_scaling(p: object, scaling: object) -> None:
     if scaling not in SCALINGS:
-        raise ValueError(f"scaling must be one of {', '.join(SCALINGS)}; got {scaling!r}")
-    why = " (inverted scaling divides by 1 - p = 0)" if p == 1 and scaling == "inverted" else ""
-    v.check_number(p, "p", 0, 1, include_high=False, expected=f"a number in [0, 1){why}")
+        raise NetError(f"scaling must be one of {', '.join(SCALINGS)}; got {scaling!r}")
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+        why = " (inverted scaling divides by 1 - p = 0)" if p == 1 and scaling == "inverted" else ""
+        raise NetError(f"p must be a number in [0, 1), got {p!r}{why}")
 
 
 def _check_shapes(net: ToyNet) -> None:
     if net.x.dim() != 1:
-        raise ValueError(f"x must be a vector, got shape {tuple(net.x.shape)}")
+        raise NetError(f"x must be a vector, got shape {tuple(net.x.shape)}")
     if not net.layers:
-        raise ValueError("layers must hold at least one layer")
+        raise NetError("layers must hold at least one layer")
     if len(net.masks) != len(net.layers):
-        raise ValueError(
+        raise NetError(
             f"expected {len(net.layers)} masks (one for the input and one per hidden layer; "
             f"the output layer is never masked), got {len(net.masks)}"
         )
@@ -85,26 +94,26 @@ def _check_shapes(net: ToyNet) -> None:
     for i, (layer, mask) in enumerate(zip(net.layers, net.masks)):
         W, b = layer.W, layer.b
         if W.dim() != 2 or W.shape[1] != n_in:
-            raise ValueError(
+            raise NetError(
                 f"layers[{i}].W has shape {tuple(W.shape)} but {source}: "
                 f"W must be (out, in) with in = {n_in}"
             )
         if b.shape != (W.shape[0],):
-            raise ValueError(
+            raise NetError(
                 f"layers[{i}].b has shape {tuple(b.shape)} but layers[{i}].W has shape "
                 f"{tuple(W.shape)}: b must have shape ({W.shape[0]},)"
             )
         if mask.shape != (n_in,):
-            raise ValueError(
+            raise NetError(
                 f"masks[{i}] has shape {tuple(mask.shape)} but layers[{i}] takes {n_in} inputs "
                 f"({source}): masks[{i}] must have shape ({n_in},)"
             )
         if not bool(((mask == 0) | (mask == 1)).all()):
-            raise ValueError(f"masks[{i}] must contain only 0 and 1, got {mask.tolist()}")
+            raise NetError(f"masks[{i}] must contain only 0 and 1, got {mask.tolist()}")
         if net.p == 0 and bool((mask == 0).any()):
-            raise ValueError(f"masks[{i}] drops units but p = 0 keeps every unit")
+            raise NetError(f"masks[{i}] drops units but p = 0 keeps every unit")
         if not isinstance(layer.activation, str) or layer.activation not in ACTIVATIONS:
-            raise ValueError(
+            raise NetError(
                 f"layers[{i}].activation must be one of {', '.join(ACTIVATIONS)}; "
                 f"got {layer.activation!r}"
             )
@@ -118,9 +127,9 @@ def _tensor(value: object, name: str, rank: int) -> torch.Tensor:
     if not isinstance(value, list) or not value or not all(
         isinstance(r, list) and r and all(_is_finite(x) for x in r) for r in rows
     ):
-        raise ValueError(f"{name} must be a non-empty {kind}, got {_short(value)}")
+        raise NetError(f"{name} must be a non-empty {kind}, got {_short(value)}")
     if len({len(r) for r in rows}) != 1:
-        raise ValueError(f"{name} has rows of different lengths {[len(r) for r in rows]}")
+        raise NetError(f"{name} has rows of different lengths {[len(r) for r in rows]}")
     return torch.tensor(value, dtype=torch.float64)
 
 
@@ -137,15 +146,15 @@ def _check_keys(
     obj: object, name: str, required: tuple[str, ...], known: tuple[str, ...]
 ) -> dict[str, Any]:
     if not isinstance(obj, dict):
-        raise ValueError(f"{name} must be a JSON object, got {type(obj).__name__}")
+        raise NetError(f"{name} must be a JSON object, got {type(obj).__name__}")
     missing = [k for k in required if k not in obj]
     if missing:
-        raise ValueError(
+        raise NetError(
             f"{name} is missing key(s) {', '.join(missing)} (needs {', '.join(required)})"
         )
     unknown = [k for k in obj if k not in known]
     if unknown:
-        raise ValueError(f"{name} has unknown key(s) {', '.join(map(str, unknown))} "
+        raise NetError(f"{name} has unknown key(s) {', '.join(map(str, unknown))} "
                          f"(known: {', '.join(known)})")
     return obj
 
@@ -155,7 +164,7 @@ def parse_net(net: dict[str, Any]) -> ToyNet:
     net = _check_keys(net, "the net", _NET_KEYS[:4], _NET_KEYS)
     for key in ("layers", "masks"):
         if not isinstance(net[key], list):
-            raise ValueError(f"{key} must be a JSON list, got {_short(net[key])}")
+            raise NetError(f"{key} must be a JSON list, got {_short(net[key])}")
     x = _tensor(net["x"], "x", 1)
     layers = []
     for i, spec in enumerate(net["layers"]):
@@ -173,13 +182,13 @@ def load_net(path: str | Path) -> dict[str, Any]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ValueError(f"net file not found: {path}") from None
+        raise NetError(f"net file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"cannot read net file {path}: {err}") from None
+        raise NetError(f"cannot read net file {path}: {err}") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(
+        raise NetError(
             f"{path} is not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})"
         ) from None
 

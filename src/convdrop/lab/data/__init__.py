@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
+from convdrop.errors import UserError
 from convdrop.lab.data.split import split_off, subset
 from convdrop.ops import validate as v
 
@@ -50,7 +51,7 @@ CIFAR_VAL_SIZE = 5000
 DEFAULT_IMAGE_SIZE = 32
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A dataset could not be read: a bad spec, path, layout or file."""
 
 

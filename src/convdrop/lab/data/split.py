@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from convdrop.errors import ArgumentError
+
 
 def stratified_indices(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """Sorted indices of ``n`` items drawn per class in proportion to its frequency.
@@ -37,11 +39,11 @@ def subset(images: torch.Tensor, labels: torch.Tensor, train_size: int, num_clas
             seed: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """A stratified ``train_size`` subset of the train split, chosen by ``seed``."""
     if train_size > len(labels):
-        raise ValueError(
+        raise ArgumentError(
             f"train_size={train_size} exceeds the {len(labels)} training images of {name}"
         )
     if train_size < num_classes:
-        raise ValueError(
+        raise ArgumentError(
             f"train_size={train_size} is smaller than the {num_classes} classes of {name}; "
             "a stratified subset needs at least one image per class"
         )

@@ -1,0 +1,41 @@
+"""Errors that are the user's to fix, told apart from bugs.
+
+``convdrop`` prints a :class:`UserError` as one line (``convdrop CMD: error: ...``)
+and exits with 2; any other exception is a bug and shows its traceback. Each
+subclass also derives from the built-in error that library callers caught before
+(``ValueError``, ``FileNotFoundError``), so ``except ValueError`` keeps working.
+Modules with an error of their own subclass :class:`UserError` where they define
+it: :class:`convdrop.lab.data.DataError`, :class:`convdrop.lab.engine.NonFiniteLossError`.
+This module imports nothing from convdrop, so every module can raise these.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArgumentError", "LaunchError", "MissingFileError", "RunFolderError", "SpecError",
+    "UserError",
+]
+
+
+class UserError(Exception):
+    """Bad input from the user, shown as one line: the message says what to change."""
+
+
+class ArgumentError(UserError, ValueError):
+    """A command-line argument or setting out of range; the message names it and the value."""
+
+
+class SpecError(UserError, ValueError):
+    """An experiment spec (preset, TOML file, flags) that is not valid; names key and value."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or folder the user named does not exist."""
+
+
+class RunFolderError(UserError, ValueError):
+    """The output folder holds a run this command must not overwrite or cannot continue."""
+
+
+class LaunchError(UserError, ValueError):
+    """The torchrun environment, or a setting that must fit it (device, batch, sync-bn)."""

@@ -1,0 +1,83 @@
+"""``convdrop`` errors: a user error is one line, a bug shows its traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from convdrop import cli
+from convdrop.cli import main
+from convdrop.errors import (
+    ArgumentError,
+    LaunchError,
+    MissingFileError,
+    RunFolderError,
+    SpecError,
+    UserError,
+)
+from convdrop.lab import runner as compare
+from convdrop.ops import native as _native
+
+FAST = ["--data", "synthetic", "--epochs", "1", "--seeds", "1", "--methods", "control",
+        "--workers", "1", "--quiet"]
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def test_user_errors_keep_the_builtin_bases_library_callers_catch():
+    for error in (ArgumentError, SpecError, RunFolderError, LaunchError):
+        assert issubclass(error, UserError) and issubclass(error, ValueError)
+    assert issubclass(MissingFileError, FileNotFoundError)
+    assert issubclass(cli.CliError, UserError)
+
+
+def test_a_user_error_is_one_line_without_traceback(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("CONVDROP_DEBUG", raising=False)
+    argv = ["compare", *FAST, "--methods", "control,magic", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = _lines(capsys.readouterr().err)
+    assert len(err) == 1 and "Traceback" not in err[0]
+    assert err[0].startswith("convdrop compare: error: experiment: unknown method 'magic'")
+
+
+def test_debug_shows_the_traceback_behind_a_user_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CONVDROP_DEBUG", "1")
+    assert main(["compare", *FAST, "--spec", str(tmp_path / "nope.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "MissingFileError" in err
+    assert _lines(err)[-1] == f"convdrop compare: error: spec file " \
+                              f"{str(tmp_path / 'nope.toml')!r} does not exist"
+
+
+def test_a_bug_shows_its_traceback_and_asks_for_a_report(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("CONVDROP_DEBUG", raising=False)
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal invariant broke")
+
+    monkeypatch.setattr(compare, "compare", broken)
+    assert main(["compare", *FAST, "--out", str(tmp_path)]) == cli.EXIT_BUG
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err
+    assert "ValueError: an internal invariant broke" in err
+    assert "in broken" in err  # the frame that raised
+    last = _lines(err)[-1]
+    assert last.startswith("convdrop compare: internal error: this is a bug") and "report" in last
+
+
+@pytest.mark.parametrize("argv", [["masks", "--p", "2"], ["bench", "--block-size", "0"],
+                                  ["correlation", "--trials", "0"]])
+def test_commands_that_check_flags_with_value_error_still_answer_in_one_line(
+        tmp_path, capsys, monkeypatch, argv):
+    monkeypatch.delenv("CONVDROP_DEBUG", raising=False)
+    assert main([*argv, "--out", str(tmp_path / "x.png")] if argv[0] != "bench" else argv) == 2
+    err = _lines(capsys.readouterr().err)
+    assert len(err) == 1 and err[0].startswith(f"convdrop {argv[0]}: error: --")
+
+
+def test_a_bad_convdrop_native_is_a_user_error(capsys, monkeypatch):
+    monkeypatch.setenv("CONVDROP_NATIVE", "maybe")
+    monkeypatch.setattr(_native, "_enabled", None)
+    assert main(["explain"]) == 2
+    assert "CONVDROP_NATIVE must be one of" in capsys.readouterr().err
