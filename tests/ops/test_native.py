@@ -37,7 +37,7 @@ def both_paths(x: torch.Tensor, grad: torch.Tensor, *args: object,
 
 
 def test_kernel_is_built():
-    """`make install` compiles src/convdrop/_kernel.c; without it every CPU call runs the
+    """`make install` compiles src/convdrop/ops/_kernel.c; without it every CPU call runs the
     slower PyTorch-level path (still correct), so a silent build failure must show here."""
     assert _native._kernel is not None, _native.status()
     assert _native.status() in ("fused CPU kernel on", "fused CPU kernel off (disabled)")
@@ -85,8 +85,9 @@ def test_kernel_result_does_not_depend_on_threads_or_chunks(shape, block, shared
     out = torch.empty_like(x)
     side, padded = _native._padded(geometry)
     n, c = shape[:2]
-    _native._kernel.apply(x.data_ptr(), out.data_ptr(), 0, n * c, c, int(shared), side, padded,
-                          seeds.data_ptr(), seeds.numel(), 2.0, threads)
+    _native._kernel.apply(x.data_ptr(), x.numel(), out.data_ptr(), out.numel(), 0, n * c, c,
+                          int(shared), side, padded, seeds.data_ptr(), seeds.numel(), 2.0,
+                          threads)
     mask = dense_mask(seeds, geometry).expand(shape)
     assert mask.any()
     assert torch.equal(out == 0, mask)
@@ -180,12 +181,45 @@ def test_environment_values_are_checked():
 
 
 @pytest.mark.parametrize("args,message", [
-    ((0, 0, 2, 1, 1, 0, (1, 4, 4), (1, 2, 2), 0, 0, 1.0, 1), "dtype code"),
-    ((0, 0, 0, 1, 1, 0, (1, 4, 4), (1, 5, 2), 0, 0, 1.0, 1), "does not fit"),
+    ((0, 0, 0, 0, 2, 1, 1, 0, (1, 4, 4), (1, 2, 2), 0, 0, 1.0, 1), "dtype code"),
+    ((0, 0, 0, 0, 0, 1, 1, 0, (1, 4, 4), (1, 5, 2), 0, 0, 1.0, 1), "does not fit map side"),
+    ((0, 0, 0, 0, 0, 3, 2, 1, (1, 4, 4), (1, 2, 2), 0, 0, 1.0, 1), "multiple of channels"),
 ])
 def test_kernel_rejects_bad_arguments(args, message):
     with pytest.raises(ValueError, match=message):
         _native._kernel.apply(*args)
+
+
+def _kernel_apply(x: torch.Tensor, out: torch.Tensor, maps: int, seeds: torch.Tensor,
+                  shared: int = 0, channels: int = 1) -> None:
+    """Call the kernel on 4x4 maps with block 2 (9 corners per map)."""
+    _native._kernel.apply(x.data_ptr(), x.numel(), out.data_ptr(), out.numel(), 0, maps,
+                          channels, shared, (1, 4, 4), (1, 2, 2), seeds.data_ptr(),
+                          seeds.numel(), 1.0, 1)
+
+
+@pytest.mark.parametrize("seeds,message", [
+    ([0, 27], r"seed ids must lie in \[0, 27\), got 0 .. 27"),  # one past 3 maps x 9 corners
+    ([-1, 3], r"must lie in \[0, 27\), got -1"),
+    ([5, 2, 26], r"seeds must be sorted: id 2 follows 5"),
+])
+def test_kernel_refuses_seeds_out_of_range_before_writing(seeds, message):
+    x, out = torch.ones(3, 16), torch.full((3, 16), 7.0)
+    ids = torch.tensor(seeds, dtype=torch.int64)
+    with pytest.raises(ValueError, match=message):
+        _kernel_apply(x, out, 3, ids)
+    with pytest.raises(ValueError, match=message):
+        _native._kernel.count(ids.data_ptr(), ids.numel(), 3, (1, 4, 4), (1, 2, 2), 1)
+    assert (out == 7.0).all()  # nothing written
+
+
+def test_kernel_refuses_buffers_smaller_than_the_maps():
+    x, out = torch.ones(2, 16), torch.ones(3, 16)
+    ids = torch.tensor([0], dtype=torch.int64)
+    with pytest.raises(ValueError, match=r"3 maps of 16 units do not fit buffers of 32 and 48"):
+        _kernel_apply(x, out, 3, ids)
+    _kernel_apply(out, out, 3, torch.tensor([8], dtype=torch.int64), shared=1, channels=3)
+    assert int((out == 0).sum()) == 12  # one sample's 3 channels, a 2x2 block each
 
 
 def test_statistics_match_the_pytorch_path():

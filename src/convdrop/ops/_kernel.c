@@ -180,32 +180,83 @@ static int64_t lower_bound(const int64_t *seeds, int64_t n, int64_t value) {
 DEFINE_RUN(float)
 DEFINE_RUN(double)
 
+/* Refuse seeds that would index outside ``keys`` maps of ``positions`` corners: each id
+ * in [0, keys * positions) and the ids sorted (the workers' cursors assume it). The
+ * check reads the seeds once, a few KB against the tensor's MB. 0 with an exception. */
+static int check_seeds(const int64_t *seeds, int64_t n, int64_t keys, int64_t positions) {
+    if (n < 0 || keys < 0) {
+        PyErr_Format(PyExc_ValueError, "seed count %lld and key count %lld must be >= 0",
+                     (long long)n, (long long)keys);
+        return 0;
+    }
+    if (n == 0) return 1;
+    if (seeds == NULL) {
+        PyErr_SetString(PyExc_ValueError, "seeds pointer is NULL");
+        return 0;
+    }
+    for (int64_t i = 1; i < n; ++i) {
+        if (seeds[i] < seeds[i - 1]) {
+            PyErr_Format(PyExc_ValueError, "seeds must be sorted: id %lld follows %lld",
+                         (long long)seeds[i], (long long)seeds[i - 1]);
+            return 0;
+        }
+    }
+    if (seeds[0] < 0 || seeds[n - 1] >= keys * positions) {
+        PyErr_Format(PyExc_ValueError, "seed ids must lie in [0, %lld), got %lld .. %lld",
+                     (long long)(keys * positions), (long long)seeds[0],
+                     (long long)seeds[n - 1]);
+        return 0;
+    }
+    return 1;
+}
+
 static int clamp_threads(int threads, int64_t work) {
     if (threads < 1) threads = 1;
     if (threads > work) threads = (int)(work > 0 ? work : 1);
     return threads;
 }
 
-/* apply(src, dst, dtype, maps, channels, shared, side, block, seeds, n_seeds, scale, threads)
- * dtype 0 is float32, 1 float64. Pointers are integers (Tensor.data_ptr()); the caller
- * guarantees contiguous tensors of ``maps`` maps and sorted, in-range seeds. */
+/* apply(src, src_numel, dst, dst_numel, dtype, maps, channels, shared, side, block, seeds,
+ *       n_seeds, scale, threads)
+ * dtype 0 is float32, 1 float64. Pointers are integers (Tensor.data_ptr()) of contiguous
+ * buffers of the given element counts; everything else is checked here, so a wrong
+ * argument is a ValueError rather than a write out of range. */
 static PyObject *apply(PyObject *self, PyObject *args) {
     unsigned long long src, dst, seeds;
     int dtype, shared, threads;
-    long long maps, channels, n_seeds;
+    long long src_numel, dst_numel, maps, channels, n_seeds;
     double scale;
     PyObject *side, *block;
     Plan plan;
     (void)self;
-    if (!PyArg_ParseTuple(args, "KKiLLiOOKLdi", &src, &dst, &dtype, &maps, &channels, &shared,
-                          &side, &block, &seeds, &n_seeds, &scale, &threads))
+    if (!PyArg_ParseTuple(args, "KLKLiLLiOOKLdi", &src, &src_numel, &dst, &dst_numel, &dtype,
+                          &maps, &channels, &shared, &side, &block, &seeds, &n_seeds, &scale,
+                          &threads))
         return NULL;
     if (dtype != 0 && dtype != 1) {
         PyErr_Format(PyExc_ValueError, "dtype code must be 0 (float32) or 1 (float64), got %d",
                      dtype);
         return NULL;
     }
+    if (maps < 0 || channels < 1 || (shared && maps % channels != 0)) {
+        PyErr_Format(PyExc_ValueError, "maps %lld must be >= 0 and a multiple of channels %lld",
+                     maps, channels);
+        return NULL;
+    }
     if (!plan_init(side, block, &plan)) return NULL;
+    if (maps * plan.map_size > src_numel || maps * plan.map_size > dst_numel ||
+        (maps > 0 && (src == 0 || dst == 0))) {
+        PyErr_Format(PyExc_ValueError,
+                     "%lld maps of %lld units do not fit buffers of %lld and %lld elements",
+                     maps, (long long)plan.map_size, src_numel, dst_numel);
+        plan_free(&plan);
+        return NULL;
+    }
+    if (!check_seeds((const int64_t *)(uintptr_t)seeds, n_seeds, shared ? maps / channels : maps,
+                     plan.positions)) {
+        plan_free(&plan);
+        return NULL;
+    }
     Job base = {(const void *)(uintptr_t)src, (void *)(uintptr_t)dst,
                 (const int64_t *)(uintptr_t)seeds, n_seeds, channels, shared, scale, 0.0,
                 &plan, 0, 0};
@@ -262,18 +313,23 @@ static int64_t count_range(const int64_t *seeds, int64_t begin, int64_t end, con
     return total;
 }
 
-/* count(seeds, n_seeds, side, block, threads) -> distinct units covered, over all keys. */
+/* count(seeds, n_seeds, keys, side, block, threads) -> distinct units covered, over all
+ * ``keys`` maps (or samples, when channels share masks). */
 static PyObject *count(PyObject *self, PyObject *args) {
     unsigned long long seeds_ptr;
-    long long n_seeds;
+    long long n_seeds, keys;
     int threads;
     PyObject *side, *block;
     Plan plan;
     (void)self;
-    if (!PyArg_ParseTuple(args, "KLOOi", &seeds_ptr, &n_seeds, &side, &block, &threads))
+    if (!PyArg_ParseTuple(args, "KLLOOi", &seeds_ptr, &n_seeds, &keys, &side, &block, &threads))
         return NULL;
     if (!plan_init(side, block, &plan)) return NULL;
     const int64_t *seeds = (const int64_t *)(uintptr_t)seeds_ptr;
+    if (!check_seeds(seeds, n_seeds, keys, plan.positions)) {
+        plan_free(&plan);
+        return NULL;
+    }
     threads = clamp_threads(threads, n_seeds / 4096 + 1); /* a thread per 4096 seeds at most */
     int64_t total = 0;
     int failed = 0;

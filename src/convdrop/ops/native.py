@@ -97,7 +97,7 @@ def count(seeds: torch.Tensor, geometry: Geometry) -> int:
     """Distinct dropped units of the whole tensor (see ``_sampling.count_dropped``)."""
     seeds = seeds.contiguous()
     side, block = _padded(geometry)
-    per_key = _kernel.count(seeds.data_ptr(), seeds.numel(), side, block,
+    per_key = _kernel.count(seeds.data_ptr(), seeds.numel(), geometry.maps, side, block,
                             torch.get_num_threads())
     return per_key * (geometry.shape[1] if geometry.shared_channels else 1)
 
@@ -113,8 +113,8 @@ def apply(source: torch.Tensor, out: torch.Tensor, seeds: torch.Tensor, geometry
     n, c = geometry.shape[:2]
     threads = 1 if source.numel() < _SINGLE_THREAD_BELOW else torch.get_num_threads()
     _kernel.apply(
-        source.data_ptr(), out.data_ptr(), _DTYPES[source.dtype], n * c, c,
-        int(geometry.shared_channels), side, block, seeds.data_ptr(), seeds.numel(),
+        source.data_ptr(), source.numel(), out.data_ptr(), out.numel(), _DTYPES[source.dtype],
+        n * c, c, int(geometry.shared_channels), side, block, seeds.data_ptr(), seeds.numel(),
         scale, threads,
     )
     return out
