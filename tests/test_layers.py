@@ -11,10 +11,7 @@ import torch
 import convdrop
 from convdrop import Cutout, DropBlock1d, DropBlock2d, DropBlock3d, Dropout, SpatialDropout
 
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
+from conftest import gen
 
 CASES = [
     (lambda g: DropBlock1d(0.2, 3, generator=g), (4, 3, 20)),

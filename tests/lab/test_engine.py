@@ -26,11 +26,10 @@ from convdrop.lab.engine import (
     train_one_epoch,
 )
 
+from conftest import gen
+
 CPU = torch.device("cpu")
 
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def tiny_cnn(classes: int = 2) -> nn.Module:

@@ -33,6 +33,8 @@ from convdrop.ops import native as _native
 from convdrop.ops.gamma import clip_block, seed_rate
 from convdrop.ops.sampling import sample_seeds
 
+from conftest import gen
+
 MaskFn = Callable[[tuple[int, ...], float, tuple[int, ...], bool, torch.Generator], torch.Tensor]
 
 # A per-unit (or per-count) two-sided p-value below this fails a check. The tests are
@@ -41,9 +43,6 @@ MaskFn = Callable[[tuple[int, ...], float, tuple[int, ...], bool, torch.Generato
 # by chance with probability about 2e-3 before seeding.
 LEVEL = 1e-7
 
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def coverage(spatial: tuple[int, ...], block: tuple[int, ...]) -> np.ndarray:

@@ -10,9 +10,7 @@ import torch
 import convdrop
 from convdrop import block_mask, cutout, drop_block, dropout, spatial_dropout
 
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+from conftest import gen
 
 
 @pytest.mark.parametrize("spatial,block", [

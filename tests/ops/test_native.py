@@ -16,9 +16,7 @@ from convdrop import drop_block
 from convdrop.ops import native as _native
 from convdrop.ops.sampling import Geometry, count_dropped, dense_mask, fill_blocks_, sample_seeds
 
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+from conftest import gen
 
 
 def both_paths(x: torch.Tensor, grad: torch.Tensor, *args: object,
