@@ -14,9 +14,16 @@ class MissingExtraError(ImportError):
     """An optional dependency of a convdrop subpackage is not installed."""
 
 
+def _absent(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is None
+    except (ImportError, ValueError):  # a parent package is missing, or a broken install
+        return True
+
+
 def missing(modules: Sequence[str]) -> list[str]:
     """The importable names among ``modules`` that cannot be found."""
-    return [name for name in modules if importlib.util.find_spec(name) is None]
+    return [name for name in modules if _absent(name)]
 
 
 def require(extra: str, where: str, modules: Sequence[str]) -> None:
