@@ -158,3 +158,24 @@ class DropBlockFunction(torch.autograd.Function):
             painter = (_painter(saved, ctx.geometry, grad, grad_in) if ctx.fused
                        else Painter(saved, ctx.geometry, ctx.dense))
         return _apply(grad, grad_in, painter, ctx.scale), None, None, None, None, None
+
+
+def apply_seeds(x: torch.Tensor, seeds: torch.Tensor, geometry: Geometry, scale: str,
+                p: float) -> tuple[torch.Tensor, float]:
+    """DropBlockFunction's forward without autograd (for the registered CPU op).
+
+    Returns (out like ``x``, the multiplier of kept units).
+    """
+    out = torch.empty_like(x)
+    painter = None if p >= 1.0 else _painter(seeds, geometry, x, out)
+    factor = 0.0 if painter is None else _resolve_scale(scale, p, seeds, painter, out)
+    return _apply(x, out, painter, factor), factor
+
+
+def grad_seeds(grad: torch.Tensor, seeds: torch.Tensor, geometry: Geometry,
+               factor: float) -> torch.Tensor:
+    """grad (N, C, *spatial) -> a contiguous grad * factor with the seeds' blocks zeroed."""
+    grad = grad.contiguous()
+    grad_in = torch.empty_like(grad)
+    painter = None if factor == 0.0 else _painter(seeds, geometry, grad, grad_in)
+    return _apply(grad, grad_in, painter, factor)
