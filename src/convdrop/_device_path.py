@@ -41,7 +41,7 @@ def draw_seed_map(geometry: Geometry, gamma: float, generator: torch.Generator |
     else:
         draws = torch.randint(0, 1 << _BITS, shape, dtype=torch.int32, generator=generator,
                               device=device)
-    return draws < threshold
+    return draws <= threshold - 1  # fits int32 when threshold is 2**31 (gamma == 1)
 
 
 def pack_bits(seeds: torch.Tensor) -> torch.Tensor:
@@ -60,21 +60,28 @@ def unpack_bits(bits: torch.Tensor, geometry: Geometry) -> torch.Tensor:
     return flat.view(geometry.maps, *geometry.valid).bool()
 
 
+def _dilate(grid: torch.Tensor, dim: int, k: int) -> torch.Tensor:
+    """Bool ``grid`` grown by ``k - 1`` along ``dim``: unit ``u`` is set when any of
+    ``grid[u - k + 1 .. u]`` is (a 1d max-pool of the grid padded by ``k - 1``)."""
+    pad = [0, 0] * (grid.dim() - 1 - dim) + [k - 1, k - 1]
+    padded = F.pad(grid.to(torch.uint8), pad)
+    return padded.unfold(dim, k, 1).amax(dim=-1).bool()
+
+
 def paint(seeds: torch.Tensor, geometry: Geometry) -> torch.Tensor:
     """Bool (maps, *valid) seed map -> bool (N, C or 1, *spatial), True = dropped.
 
-    A seed at corner ``c`` drops ``[c, c + block)``: max-pool of the seed grid padded by
-    ``block - 1`` on each side.
+    A seed at corner ``c`` drops ``[c, c + block)``: a max-pool of the seed grid padded
+    by ``block - 1`` on each side, done one dimension at a time (``2 k`` reads a unit
+    instead of ``k ** 2``, on bytes, with no per-call thread start-up on the CPU).
     """
     n, c = geometry.shape[:2]
-    grid = seeds.to(torch.float16)[:, None]  # (maps, 1, *valid)
-    pad: list[int] = []
-    for k in reversed(geometry.block):
-        pad += [k - 1, k - 1]
-    pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[len(geometry.block) - 1]
-    painted = pool(F.pad(grid, pad), kernel_size=geometry.block, stride=1)
+    grid = seeds
+    for axis, k in enumerate(geometry.block):
+        if k > 1:
+            grid = _dilate(grid, 1 + axis, k)
     channels = 1 if geometry.shared_channels else c
-    return painted.view(n, channels, *geometry.spatial) > 0
+    return grid.view(n, channels, *geometry.spatial)
 
 
 def batch_factor(dropped: torch.Tensor, geometry: Geometry, scale: str,
