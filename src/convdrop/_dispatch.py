@@ -62,7 +62,7 @@ def backend_status() -> str:
         cuda = "generic sync-free path"
         if name in ("auto", "triton"):
             cuda += f" (Triton: {_triton_state()})"
-    return f"backend {name}: CPU {cpu}; CUDA {cuda}"
+    return f"backend {name} (CPU: {cpu}; CUDA: {cuda})"
 
 
 def _seed(generator: torch.Generator | None, device: torch.device) -> torch.Tensor:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from convdrop import _native
 from convdrop._bench_peers import peer_ops
+from convdrop._dispatch import backend_status
 from convdrop._reference import reference_drop_block
 from convdrop.functional import drop_block
 
@@ -178,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"# convdrop bench: torch {torch.__version__}, {args.device}, "
         f"{torch.get_num_threads()} threads, fp32, p={args.p}, block={args.block_size}, "
-        f"median of {repeats}; {_native.status()}\n"
+        f"median of {repeats}; {backend_status()}\n"
     )
     for shape in shapes:
         print(render(shape, bench_shape(shape, args.p, args.block_size, repeats, args.device)))
