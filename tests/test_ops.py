@@ -65,6 +65,19 @@ def test_explain_counts_no_graph_break(backend):
     assert explained.graph_break_count == 0 and explained.graph_count == 1
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_new_batch_size_compiles_once_then_is_dynamic(backend):
+    with _native.forced(backend):
+        model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), DropBlock2d(0.1, 3),
+                              DropBlock2d(0.1, 3, shared_channels=True))
+        compiled = torch.compile(model, fullgraph=True)
+        for n in (4, 6, 8, 5):
+            y = compiled(torch.randn(n, 3, 10, 10))
+            y.sum().backward()
+            assert y.shape[0] == n and (y == 0).any()
+    assert counters["stats"]["unique_graphs"] == 2 and dict(counters["graph_break"]) == {}
+
+
 def test_a_new_p_compiles_once_and_an_old_one_not_again():
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), DropBlock2d(0.1, 3))
     compiled = torch.compile(model, fullgraph=True)

@@ -2,9 +2,10 @@
 
 Two painters apply a seed set. On contiguous float32/float64 CPU tensors the fused
 kernel (:mod:`convdrop._native`) scales each map and zeroes its blocks while the map
-is in cache, one streaming pass. Elsewhere (CUDA, half types, other layouts, or no
-compiled kernel) the PyTorch-level path writes ``x * scale`` and then zeroes the
-blocks by index. Both give the same bits.
+is in cache, one streaming pass. For other CPU tensors (half types, other layouts, or
+no compiled kernel) the PyTorch-level path writes ``x * scale`` and then zeroes the
+blocks by index. Both give the same bits. (Other devices take the sync-free paths of
+:mod:`convdrop._dispatch`; the sampler here asks the device for sizes.)
 
 Backward zeroes the same units of the scaled gradient, so no float (or bool) mask is
 ever kept for backward: the fused path saves the seed ids, the PyTorch path the

@@ -49,8 +49,8 @@ def pack_bits(seeds: torch.Tensor) -> torch.Tensor:
     flat = seeds.reshape(-1)
     pad = -flat.numel() % 8
     flat = F.pad(flat.to(torch.uint8), (0, pad)).view(-1, 8)
-    weights = torch.tensor([1 << i for i in range(8)], dtype=torch.uint8, device=flat.device)
-    return (flat * weights).sum(dim=1, dtype=torch.uint8)
+    shifts = torch.arange(8, dtype=torch.uint8, device=flat.device)  # no host-to-device copy
+    return (flat << shifts).sum(dim=1, dtype=torch.uint8)
 
 
 def unpack_bits(bits: torch.Tensor, geometry: Geometry) -> torch.Tensor:

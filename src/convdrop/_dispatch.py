@@ -74,7 +74,9 @@ def _seed(generator: torch.Generator | None, device: torch.device) -> torch.Tens
 
 
 def _compiling() -> bool:
-    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
+    """Under torch.compile or torch.export (``is_exporting`` is new in torch 2.6)."""
+    exporting = getattr(torch.compiler, "is_exporting", lambda: False)
+    return torch.compiler.is_compiling() or exporting()
 
 
 def drop_block(x: torch.Tensor, geometry: Geometry, gamma: float, scale: str, p: float,

@@ -3,8 +3,8 @@
 The kernel writes ``x * scale`` map by map and zeroes each map's blocks while the
 map is still in cache, so DropBlock streams the tensor once, as ``x * scalar``
 does. The PyTorch-level path (a multiply, then zeroing by index) gives the same
-bits and serves everything the kernel does not: CUDA, float16/bfloat16, other
-memory layouts, and installs where the C file could not be compiled.
+bits and serves the CPU tensors the kernel does not: float16/bfloat16, other memory
+layouts, and installs where the C file could not be compiled.
 
 Which path runs is the *backend*, ``CONVDROP_BACKEND`` in the environment (read once) or
 :func:`forced` for a block of code:
