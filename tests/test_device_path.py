@@ -139,3 +139,31 @@ def test_backward_keeps_bits_and_the_factor(forced_generic, shape):
     assert nbytes == generic.saved_bytes(geometry)
     assert nbytes <= 0.013 * x.numel() * x.element_size()
     assert all(t.dtype in (torch.uint8, torch.float32) and t.numel() != x.numel() for t in saved)
+
+
+class RecordOps(torch.utils._python_dispatch.TorchDispatchMode):
+    """Names of the aten ops run under it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+SYNCING = {"_local_scalar_dense", "item", "nonzero", "masked_select", "unique", "_unique2",
+           "index", "index_put_", "bincount", "searchsorted", "equal", "is_nonzero"}
+
+
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("scale", ["batch", "expected"])
+def test_no_op_that_reads_data_back_on_real_tensors(forced_generic, shared, scale):
+    """On CPU tensors too: no scalar read-back, no data-dependent sizes, forward or backward."""
+    x = torch.rand(4, 6, 14, 14, requires_grad=True)
+    with RecordOps() as ops:
+        drop_block(x, 0.1, 7, shared_channels=shared, scale=scale, generator=gen(13)).sum() \
+            .backward()
+        block_mask(x.shape, 0.1, 7, shared_channels=shared, generator=gen(14))
+    assert "randint" in ops.names and not ops.names & SYNCING, ops.names & SYNCING
