@@ -183,6 +183,7 @@ def test_paths_by_device_and_backend(monkeypatch):
     monkeypatch.setattr(_ops, "triton_available", lambda: True)
     with _native.forced("auto"):
         assert _dispatch.path_for(cuda) == "triton"
+        assert _dispatch.path_for(cuda, 5) == "generic"  # the Triton kernel has no 3d maps
         assert "CUDA: Triton kernel" in _dispatch.backend_status()
     with _native.forced("torch"):
         assert _dispatch.path_for(cuda) == "generic"

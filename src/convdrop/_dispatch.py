@@ -5,8 +5,8 @@
   ``torch.compile`` or ``torch.export`` the same code runs inside the registered op
   ``convdrop::drop_block_cpu``, seeded by one int64 drawn from the generator, so the
   masks there differ from eager ones drawn with the same generator state.
-- CUDA tensors: the Triton kernel (``convdrop::drop_block_triton``) when it is available
-  and the backend is auto or triton; otherwise the generic path.
+- CUDA tensors: the Triton kernel (``convdrop::drop_block_triton``) for 1d and 2d maps
+  when it is available and the backend is auto or triton; otherwise the generic path.
 - Any other device (and every device under ``torch-generic``): the generic sync-free
   path (``convdrop::drop_block_generic``), which also runs on ``meta`` tensors.
 
@@ -29,15 +29,17 @@ from convdrop._autograd import DropBlockFunction
 from convdrop._sampling import Geometry, sample_seeds
 
 
-def path_for(device: torch.device) -> str:
-    """"cpu" (sampler and kernel), "triton" or "generic" for tensors on ``device``."""
+def path_for(device: torch.device, ndim: int = 4) -> str:
+    """"cpu" (sampler and kernel), "triton" or "generic" for ``ndim``-d tensors on
+    ``device``. The Triton kernel handles 1d and 2d maps (ndim 3 and 4); 3d maps take the
+    generic path on CUDA whatever the backend."""
     name = _native.backend()
     if name == "torch-generic":
         return "generic"
     if device.type == "cpu":
         _native.active()  # raises for cpu-kernel without a built kernel
         return "cpu"
-    if device.type == "cuda" and name in ("auto", "triton"):
+    if device.type == "cuda" and name in ("auto", "triton") and ndim in (3, 4):
         if _ops.triton_available():
             return "triton"
         if name == "triton":
@@ -82,7 +84,7 @@ def _compiling() -> bool:
 def drop_block(x: torch.Tensor, geometry: Geometry, gamma: float, scale: str, p: float,
                generator: torch.Generator | None, inplace: bool) -> torch.Tensor:
     """DropBlock of ``x`` (N, C, *spatial) with seed rate ``gamma``; arguments checked."""
-    path = path_for(x.device)
+    path = path_for(x.device, x.dim())
     block = list(geometry.block)
     shared = geometry.shared_channels
     if path == "cpu" and not _compiling():
@@ -101,7 +103,7 @@ def drop_block(x: torch.Tensor, geometry: Geometry, gamma: float, scale: str, p:
 def block_mask(shape: tuple[int, ...], geometry: Geometry, gamma: float,
                generator: torch.Generator | None, device: torch.device) -> torch.Tensor | None:
     """The mask on a sync-free path, bool ``shape``; None when the CPU sampler is to make it."""
-    path = path_for(device)
+    path = path_for(device, len(shape))
     if path == "cpu":
         return None
     if path == "triton":
