@@ -120,11 +120,24 @@ def _via_fused_kernel(shape, p, block, calibrated, generator):
     return _zeros_of(torch.float32)(shape, p, block, calibrated, generator)
 
 
+def _via_generic_path(shape, p, block, calibrated, generator):
+    """The sync-free device path, forced onto CPU tensors."""
+    with _native.forced("torch-generic"):
+        return _zeros_of(torch.float32)(shape, p, block, calibrated, generator)
+
+
+def _via_generic_block_mask(shape, p, block, calibrated, generator):
+    with _native.forced("torch-generic"):
+        return _via_block_mask(shape, p, block, calibrated, generator)
+
+
 PATHS = {
     "block_mask": _via_block_mask,
     "fused_kernel": _via_fused_kernel,
     "pytorch_path": _via_pytorch_path,
     "pytorch_path_float16": _zeros_of(torch.float16),
+    "generic_path": _via_generic_path,
+    "generic_block_mask": _via_generic_block_mask,
 }
 
 
@@ -162,11 +175,26 @@ OP_GEOMETRIES = [case for case in SMALL if len(case[0]) == 2] + [
     ((1,), (1,)), ((6,), (3,)), ((2, 2, 2), (2, 2, 2)), ((3, 2, 4), (1, 3, 2))]
 
 
-@pytest.mark.parametrize("path", ["fused_kernel", "pytorch_path", "pytorch_path_float16"])
+@pytest.mark.parametrize("path", ["fused_kernel", "pytorch_path", "pytorch_path_float16",
+                                  "generic_path"])
 @pytest.mark.parametrize("spatial,block", OP_GEOMETRIES, ids=str)
 @pytest.mark.parametrize("p", [1e-6, 0.1, 0.999])
 def test_drop_block_paths_are_exact_on_small_geometries(path, spatial, block, p):
     check_masks(PATHS[path], spatial, block, p, True, calls=200, seed=3)
+
+
+@pytest.mark.parametrize("spatial,block", SMALL, ids=str)
+@pytest.mark.parametrize("p", RATES)
+def test_generic_block_mask_is_exact_on_every_small_geometry(spatial, block, p):
+    """The sync-free path draws one 31-bit integer per valid position, so its rate is
+    gamma rounded to 2**-31: exact at these tolerances."""
+    check_masks(PATHS["generic_block_mask"], spatial, block, p, True, calls=300, seed=9)
+
+
+@pytest.mark.parametrize("spatial,block", [((6,), (2,)), ((5, 5), (3, 3)), ((6, 6), (7, 7)),
+                                           ((3, 2, 4), (2, 2, 2))], ids=str)
+def test_generic_path_samples_the_paper_gamma_exactly(spatial, block):
+    check_masks(PATHS["generic_path"], spatial, block, 0.3, False, calls=300, seed=10)
 
 
 def test_one_map_of_one_block_is_dropped_at_rate_p():

@@ -215,7 +215,7 @@ def test_public_names():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_mask_made_on_device():
-    x = torch.rand(8, 16, 14, 14, device="cuda", requires_grad=True) + 0.5
+    x = (torch.rand(8, 16, 14, 14, device="cuda") + 0.5).requires_grad_(True)  # a leaf
     g = torch.Generator(device="cuda").manual_seed(0)
     y = drop_block(x, 0.1, 7, generator=g)
     assert y.device.type == "cuda"

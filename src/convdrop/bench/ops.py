@@ -24,6 +24,7 @@ from convdrop._tables import markdown_table
 from convdrop.bench.peers import peer_ops
 from convdrop.ops import native as _native
 from convdrop.ops import validate as v
+from convdrop.ops.dispatch import backend_status
 from convdrop.ops.functional import drop_block
 from convdrop.ops.reference import reference_drop_block
 
@@ -170,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"# convdrop bench: torch {torch.__version__}, {args.device}, "
         f"{torch.get_num_threads()} threads, fp32, p={args.p}, block={args.block_size}, "
-        f"median of {repeats}; {_native.status()}\n"
+        f"median of {repeats}; {backend_status()}\n"
     )
     for shape in shapes:
         print(render(shape, bench_shape(shape, args.p, args.block_size, repeats, args.device)))

@@ -2,9 +2,10 @@
 
 Two painters apply a seed set. On contiguous float32/float64 CPU tensors the fused
 kernel (:mod:`convdrop.ops.native`) scales each map and zeroes its blocks while the map
-is in cache, one streaming pass. Elsewhere (CUDA, half types, other layouts, or no
-compiled kernel) the PyTorch-level path writes ``x * scale`` and then zeroes the
-blocks by index. Both give the same bits.
+is in cache, one streaming pass. For other CPU tensors (half types, other layouts, or
+no compiled kernel) the PyTorch-level path writes ``x * scale`` and then zeroes the
+blocks by index. Both give the same bits. (Other devices take the sync-free paths of
+:mod:`convdrop.ops.dispatch`; the sampler here asks the device for sizes.)
 
 Backward zeroes the same units of the scaled gradient, so no float (or bool) mask is
 ever kept for backward: the fused path saves the seed ids, the PyTorch path the
@@ -160,3 +161,24 @@ class DropBlockFunction(torch.autograd.Function):
             painter = (_painter(saved, ctx.geometry, grad, grad_in) if ctx.fused
                        else Painter(saved, ctx.geometry, ctx.dense))
         return _apply(grad, grad_in, painter, ctx.scale), None, None, None, None, None
+
+
+def apply_seeds(x: torch.Tensor, seeds: torch.Tensor, geometry: Geometry, scale: str,
+                p: float) -> tuple[torch.Tensor, float]:
+    """DropBlockFunction's forward without autograd (for the registered CPU op).
+
+    Returns (out like ``x``, the multiplier of kept units).
+    """
+    out = torch.empty_like(x)
+    painter = None if p >= 1.0 else _painter(seeds, geometry, x, out)
+    factor = 0.0 if painter is None else _resolve_scale(scale, p, seeds, painter, out)
+    return _apply(x, out, painter, factor), factor
+
+
+def grad_seeds(grad: torch.Tensor, seeds: torch.Tensor, geometry: Geometry,
+               factor: float) -> torch.Tensor:
+    """grad (N, C, *spatial) -> a contiguous grad * factor with the seeds' blocks zeroed."""
+    grad = grad.contiguous()
+    grad_in = torch.empty_like(grad)
+    painter = None if factor == 0.0 else _painter(seeds, geometry, grad, grad_in)
+    return _apply(grad, grad_in, painter, factor)

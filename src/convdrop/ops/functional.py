@@ -13,25 +13,34 @@ import math
 from collections.abc import Sequence
 
 import torch
+from torch.fx.experimental.symbolic_shapes import guard_scalar
 
+from convdrop.ops import dispatch as _dispatch
 from convdrop.ops import validate as v
-from convdrop.ops.autograd import DropBlockFunction, Painter
+from convdrop.ops.autograd import Painter
 from convdrop.ops.gamma import seed_rate
 from convdrop.ops.sampling import Geometry, sample_seeds
 
 __all__ = ["block_mask", "cutout", "cutout_mask", "drop_block", "dropout", "spatial_dropout"]
 
 
-def _draw_seeds(
-    geometry: Geometry, p: float, calibrated: bool,
-    generator: torch.Generator | None, device: torch.device | str | None,
-) -> torch.Tensor:
-    """Seed ids for one call; p == 1 draws nothing (everything is dropped anyway)."""
-    gamma = 0.0 if p >= 1.0 else seed_rate(geometry.spatial, geometry.block, p, calibrated)
-    return sample_seeds(geometry.trials, gamma, generator=generator, device=device)
+@torch.compiler.assume_constant_result  # host math on constants: a compiler bakes it in
+def _seed_rate(spatial: tuple[int, ...], block: tuple[int, ...], p: float,
+               calibrated: bool) -> float:
+    return seed_rate(spatial, block, p, calibrated)
 
 
-@torch.compiler.disable  # data-dependent sizes: compiling the sampler only recompiles
+def _gamma(geometry: Geometry, p: float, calibrated: bool) -> float:
+    """The seed rate; 0 for p == 1 (everything is dropped anyway, nothing need be drawn)."""
+    return 0.0 if p >= 1.0 else _seed_rate(geometry.spatial, geometry.block, p, calibrated)
+
+
+def _concrete(p: float) -> float:
+    """A compiler's symbolic ``p`` made a constant: the seed rate is solved on the host,
+    so a compiled graph holds one ``p`` (a new value compiles once)."""
+    return guard_scalar(p) if isinstance(p, (float, torch.SymFloat)) else p
+
+
 def drop_block(
     x: torch.Tensor,
     p: float,
@@ -65,10 +74,14 @@ def drop_block(
 
     Returns:
         Tensor of the same shape, dtype, device and memory layout as ``x``.
+
+    On the CPU the seeds are sampled as sorted ids and applied by the fused kernel; on
+    other devices the path is sync-free (no host sync, CUDA-graph capturable), see
+    :mod:`convdrop.ops.dispatch`. ``torch.compile`` traces it without graph breaks.
     """
     v.check_float_tensor(x)
     v.check_rank(tuple(x.shape), (3, 4, 5))
-    p = v.check_p(p)
+    p = v.check_p(_concrete(p))
     block = v.check_block_size(block_size, x.dim() - 2)
     if v.check_scale(scale) == "expected":
         v.check_expected_scale(p, x.dtype)
@@ -77,9 +90,8 @@ def drop_block(
     if not training or p == 0.0 or x.numel() == 0:
         return x
     geometry = Geometry.of(tuple(x.shape), block, shared_channels)
-    with torch.no_grad():
-        seeds = _draw_seeds(geometry, p, calibrated, generator, x.device)
-    return DropBlockFunction.apply(x, seeds, geometry, scale, p, inplace)
+    gamma = _gamma(geometry, p, calibrated)
+    return _dispatch.drop_block(x, geometry, gamma, scale, p, generator, inplace)
 
 
 def block_mask(
@@ -110,7 +122,12 @@ def block_mask(
     if p >= 1.0 or math.prod(shape) == 0:
         return torch.full(shape, p >= 1.0, dtype=torch.bool, device=device)
     geometry = Geometry.of(shape, block, shared_channels)
-    seeds = _draw_seeds(geometry, p, calibrated, generator, device)
+    gamma = _gamma(geometry, p, calibrated)
+    where = torch.device(device) if device is not None else torch.get_default_device()
+    sync_free = _dispatch.block_mask(shape, geometry, gamma, generator, where)
+    if sync_free is not None:
+        return sync_free
+    seeds = sample_seeds(geometry.trials, gamma, generator=generator, device=device)
     mask = torch.zeros(shape, dtype=torch.bool, device=device)
     painter = Painter.of(seeds, geometry, tuple(mask.stride()))
     if painter.mask is not None:

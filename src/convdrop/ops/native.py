@@ -3,19 +3,33 @@
 The kernel writes ``x * scale`` map by map and zeroes each map's blocks while the
 map is still in cache, so DropBlock streams the tensor once, as ``x * scalar``
 does. The PyTorch-level path (a multiply, then zeroing by index) gives the same
-bits and serves everything the kernel does not: CUDA, float16/bfloat16, other
-memory layouts, and installs where the C file could not be compiled.
+bits and serves the CPU tensors the kernel does not: float16/bfloat16, other memory
+layouts, and installs where the C file could not be compiled.
 
-``CONVDROP_NATIVE=0`` (or false/off/no) in the environment turns the kernel off for a
-whole run;
-:func:`disabled` does so for a block of code (the bench uses it to time both paths).
+Which path runs is the *backend*, ``CONVDROP_BACKEND`` in the environment (read once) or
+:func:`forced` for a block of code:
+
+- ``auto`` (default): the kernel for CPU tensors it handles, the PyTorch-level sampler
+  path for other CPU tensors, Triton on CUDA when it is available, else the generic
+  sync-free path (:mod:`convdrop.ops.device`) on any other device;
+- ``cpu-kernel``: as auto, but the kernel must be built (an error otherwise), and CUDA
+  takes the generic path;
+- ``torch``: PyTorch-level paths only: the sampler path on the CPU (the same bits as the
+  kernel), the generic path elsewhere;
+- ``torch-generic``: the generic sync-free path on every device, the CPU included (its
+  statistics are tested on CPU tensors this way);
+- ``triton``: as auto, but CUDA tensors must get the Triton kernel (an error otherwise).
+
+The older ``CONVDROP_NATIVE=0`` (or false/off/no) still works when ``CONVDROP_BACKEND`` is
+unset: it means ``torch``. :func:`disabled` runs a block on the PyTorch path (the bench
+uses it to time both paths).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import torch
 
@@ -44,14 +58,45 @@ def _from_environment(value: str) -> bool:
     return _SWITCH[key]
 
 
-_enabled: bool | None = None  # read from CONVDROP_NATIVE on first use
+BACKENDS = ("auto", "cpu-kernel", "torch", "torch-generic", "triton")
+_KERNEL_BACKENDS = ("auto", "cpu-kernel", "triton")  # those that run the kernel on the CPU
+
+
+def _backend_from_environment(value: str) -> str:
+    """``CONVDROP_BACKEND``: one of :data:`BACKENDS`, case and spaces ignored."""
+    key = value.strip().lower()
+    if key not in BACKENDS:
+        raise ValueError(f"CONVDROP_BACKEND must be one of {', '.join(BACKENDS)}; "
+                         f"got {value!r}")
+    return key
+
+
+def _from_variables() -> tuple[str, str]:
+    """(backend, "") from the environment, or ("", the error) for a bad value."""
+    try:
+        value = os.environ.get("CONVDROP_BACKEND")
+        if value is not None:
+            return _backend_from_environment(value), ""
+        native = _from_environment(os.environ.get("CONVDROP_NATIVE", "1"))
+    except ValueError as err:
+        return "", str(err)
+    return ("auto" if native else "torch"), ""
+
+
+# Read at import so a compiled graph guards on a constant; a bad value raises on first use.
+_backend, _BAD_VALUE = _from_variables()
+
+
+def backend() -> str:
+    """The backend in force: :func:`forced`'s, else ``CONVDROP_BACKEND``, else ``torch`` when
+    ``CONVDROP_NATIVE`` is off, else ``auto``."""
+    if not _backend:
+        raise ValueError(_BAD_VALUE)
+    return _backend
 
 
 def _is_enabled() -> bool:
-    global _enabled
-    if _enabled is None:
-        _enabled = _from_environment(os.environ.get("CONVDROP_NATIVE", "1"))
-    return _enabled
+    return backend() in _KERNEL_BACKENDS
 
 
 def status() -> str:
@@ -63,18 +108,27 @@ def status() -> str:
 
 def active() -> bool:
     """True when the kernel is built and not turned off."""
+    if backend() == "cpu-kernel" and _kernel is None:
+        raise RuntimeError(f"CONVDROP_BACKEND=cpu-kernel but the fused CPU kernel is {_MISSING}")
     return _kernel is not None and _is_enabled()
 
 
 @contextmanager
-def disabled() -> Iterator[None]:
-    """Run the enclosed code on the PyTorch-level path."""
-    global _enabled
-    before, _enabled = _is_enabled(), False
+def forced(name: str) -> Iterator[None]:
+    """Run the enclosed code with backend ``name`` (one of :data:`BACKENDS`)."""
+    global _backend
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {name!r}")
+    before, _backend = backend(), name
     try:
         yield
     finally:
-        _enabled = before
+        _backend = before
+
+
+def disabled() -> AbstractContextManager[None]:
+    """Run the enclosed code on the PyTorch-level path (backend ``torch``)."""
+    return forced("torch")
 
 
 def handles(t: torch.Tensor) -> bool:
