@@ -68,6 +68,21 @@ if triton is not None:
         return r.to(tl.int64) < threshold  # r is uint32: zero-extended, so P = t / 2**32
 
     @triton.jit
+    def _factor(counter_ptr, factor_ptr, numel, factor_value, FACTOR: tl.constexpr):
+        """float32 multiplier: numel / kept from the counter (0 when nothing is kept),
+        the constant ``factor_value``, or the forward's, loaded."""
+        if FACTOR == 0:
+            total = numel + tl.zeros((), tl.int64)  # numel == 1 would arrive as a constexpr
+            kept = total - tl.load(counter_ptr)
+            ratio = total.to(tl.float64) / tl.maximum(kept, 1).to(tl.float64)
+            factor = tl.where(kept > 0, ratio, 0.0).to(tl.float32)
+        elif FACTOR == 1:
+            factor = factor_value + tl.zeros((), tl.float32)  # a float when interpreted
+        else:
+            factor = tl.load(factor_ptr)
+        return factor
+
+    @triton.jit
     def _seed_kernel(seed_ptr, bits_ptr, counter_ptr, trials, nbytes, threshold,
                      BLOCK: tl.constexpr, ZERO_COUNTER: tl.constexpr, WIDE: tl.constexpr):
         pid = tl.program_id(0)
@@ -117,8 +132,12 @@ if triton is not None:
         byte = tl.load(bits_ptr + slot // 8, mask=seed_ok, other=0).to(tl.int32)
         seed = seed_ok & (((byte >> (slot % 8).to(tl.int32)) & 1) != 0)
         # Dilation: the last seed at or before each column, then the last hit row.
-        last_w = tl.associative_scan(tl.where(seed, j, -TW - KW), 2, _max)
-        last_h = tl.associative_scan(tl.where(last_w > j - KW, i, -TH - KH), 1, _max)
+        last_w = tl.where(seed, j, -TW - KW)
+        if TW > 1:
+            last_w = tl.associative_scan(last_w, 2, _max)
+        last_h = tl.where(last_w > j - KW, i, -TH - KH)
+        if TH > 1:  # 1d maps are one row: no column pass
+            last_h = tl.associative_scan(last_h, 1, _max)
         dropped = last_h > i - KH  # (MR, TH, TW)
         inside = (i >= halo_h) & (h < H) & (j >= halo_w) & (w < W)  # this tile's units
         if MODE == 0:
@@ -133,15 +152,8 @@ if triton is not None:
             if MODE == 2:
                 tl.store(dst_ptr + d_off, dropped, mask=ok)
             else:
-                if FACTOR == 0:
-                    kept = numel - tl.load(counter_ptr)
-                    factor = tl.where(kept > 0, numel.to(tl.float64) / kept.to(tl.float64),
-                                      0.0).to(tl.float32)
-                elif FACTOR == 1:
-                    factor = factor_value.to(tl.float32)
-                else:
-                    factor = tl.load(factor_ptr)
-                if FACTOR != 2:
+                factor = _factor(counter_ptr, factor_ptr, numel, factor_value, FACTOR)
+                if FACTOR != 2:  # one program publishes the factor for backward
                     if (pid0 == 0) & (pid1 == 0):
                         tl.store(factor_ptr, factor)
                 x = tl.load(src_ptr + n * s_n + c * s_c + h * s_h + w * s_w, mask=ok, other=0)
@@ -216,8 +228,11 @@ def _launch(bits: torch.Tensor, shape: tuple[int, ...], block: tuple[int, ...],
     one_d = len(shape) == 3
     th, halo_h, out_h, tiles_h = _tile(h, kh, 64)
     tw, halo_w, out_w, tiles_w = _tile(w, kw, 1024 if one_d else 64)
-    bc = 1 if mode == _COUNT and shared else min(_pow2(c), max(1, _LANES // (th * tw)))
-    chunks = -(-c // bc)
+    if mode == _COUNT and shared:  # one mask per sample, counted C times
+        bc, chunks = 1, 1
+    else:
+        bc = min(_pow2(c), max(1, _LANES // (th * tw)))
+        chunks = -(-c // bc)
     dummy = bits
     src_t = src if src is not None else dummy
     dst_t = dst if dst is not None else dummy
