@@ -12,6 +12,8 @@ import os
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
 
 import math  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 
@@ -283,3 +285,55 @@ def test_no_host_sync():
         tdb.backward(torch.ones_like(x), seed_of(4), 0.2, (3, 3), False, factor)
         tdb.mask(x.shape, seed_of(4), 0.2, (3, 3), False)
     assert out.shape == x.shape
+
+
+def test_wide_indices_give_the_same_results(monkeypatch):
+    """The int64 index path (tensors past 2**30 units) draws the same seeds and mask."""
+    x = torch.randn(2, 3, 7, 6)
+    narrow = tdb.forward(x, seed_of(6), 0.2, (3, 2), False, "batch", 0.3)
+    monkeypatch.setattr(tdb, "_INT32_LIMIT", 0)
+    wide = tdb.forward(x, seed_of(6), 0.2, (3, 2), False, "batch", 0.3)
+    assert torch.equal(narrow[0], wide[0]) and torch.equal(narrow[1], wide[1])
+    assert torch.equal(tdb.backward(x, seed_of(6), 0.2, (3, 2), False, wide[1]),
+                       torch.where(narrow[0] == 0, 0, x * narrow[1]))
+
+
+_COMPILE = """
+import sys, triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from convdrop import _triton_dropblock as T
+kernel, pointers, constexprs = eval(sys.argv[1])
+fn = getattr(T, kernel)
+sig = {p.name: "constexpr" if p.is_constexpr else pointers.get(p.name, "i32") for p in fn.params}
+triton.compile(ASTSource(fn=fn, signature=sig, constexprs=constexprs),
+               target=GPUTarget("cuda", 90, 32))
+"""
+_PTRS = {"bits_ptr": "*u8", "counter_ptr": "*i64", "factor_ptr": "*fp32", "seed_ptr": "*i64",
+         "threshold": "i64", "factor_value": "fp32"}
+_TILE = {"SHARED": False, "BC": 8, "MR": 8, "TH": 16, "TW": 16, "WIDE": False}
+_VARIANTS = [
+    ("_map_kernel", {**_PTRS, "src_ptr": "*fp16", "dst_ptr": "*fp16"},
+     {**_TILE, "MODE": 1, "FACTOR": 0}),
+    *[pytest.param(*v, marks=pytest.mark.slow) for v in [
+        ("_seed_kernel", _PTRS, {"BLOCK": 1024, "ZERO_COUNTER": True, "WIDE": True}),
+        ("_map_kernel", {**_PTRS, "src_ptr": "*fp32", "dst_ptr": "*u8"},
+         {**_TILE, "MODE": 0, "FACTOR": 0, "SHARED": True, "BC": 1, "MR": 1}),
+        ("_map_kernel", {**_PTRS, "src_ptr": "*bf16", "dst_ptr": "*bf16"},
+         {**_TILE, "MODE": 1, "FACTOR": 1, "SHARED": True, "MR": 1, "WIDE": True}),
+        ("_map_kernel", {**_PTRS, "src_ptr": "*fp64", "dst_ptr": "*fp64"},
+         {**_TILE, "MODE": 1, "FACTOR": 2, "BC": 2, "MR": 2, "TH": 1, "TW": 1024}),
+        ("_map_kernel", {**_PTRS, "src_ptr": "*u8", "dst_ptr": "*i1"},
+         {**_TILE, "MODE": 2, "FACTOR": 2, "BC": 1, "MR": 1, "TH": 64, "TW": 64}),
+    ]],
+]
+
+
+@pytest.mark.parametrize("kernel, pointers, constexprs", _VARIANTS)
+def test_kernels_compile_for_hopper(kernel, pointers, constexprs, tmp_path):
+    """The interpreter never lowers the kernels: compile them for sm_90 (no GPU needed)."""
+    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_CACHE_DIR": str(tmp_path)}
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(tdb.__file__) + "/..", *sys.path])
+    run = subprocess.run([sys.executable, "-c", _COMPILE, repr((kernel, pointers, constexprs))],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
