@@ -106,14 +106,15 @@ if triton is not None:
     def _map_kernel(bits_ptr, src_ptr, dst_ptr, counter_ptr, factor_ptr,
                     C, H, W, VH, VW, KH, KW,
                     s_n, s_c, s_h, s_w, d_n, d_c, d_h, d_w,
-                    chunks, tiles_w, out_h, out_w, halo_h, halo_w, numel, factor_value,
+                    chunks, tiles, tiles_w, out_h, out_w, halo_h, halo_w, numel, factor_value,
                     MODE: tl.constexpr, FACTOR: tl.constexpr, SHARED: tl.constexpr,
                     BC: tl.constexpr, MR: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
                     WIDE: tl.constexpr):
-        pid0 = tl.program_id(0)
-        pid1 = tl.program_id(1)
+        pid = tl.program_id(0)  # one grid axis: the others are capped at 65535
         if WIDE:
-            pid0 = pid0.to(tl.int64)
+            pid = pid.to(tl.int64)
+        pid0 = pid // tiles  # (sample, channel chunk)
+        pid1 = (pid % tiles).to(tl.int32)  # spatial tile
         n = pid0 // chunks
         c0 = (pid0 % chunks) * BC
         i = tl.arange(0, TH)[None, :, None]
@@ -154,7 +155,7 @@ if triton is not None:
             else:
                 factor = _factor(counter_ptr, factor_ptr, numel, factor_value, FACTOR)
                 if FACTOR != 2:  # one program publishes the factor for backward
-                    if (pid0 == 0) & (pid1 == 0):
+                    if pid == 0:
                         tl.store(factor_ptr, factor)
                 x = tl.load(src_ptr + n * s_n + c * s_c + h * s_h + w * s_w, mask=ok, other=0)
                 if x.dtype == tl.float64:
@@ -239,12 +240,13 @@ def _launch(bits: torch.Tensor, shape: tuple[int, ...], block: tuple[int, ...],
     s = _strides4(src) if src is not None else (0, 0, 0, 0)
     d = _strides4(dst) if dst is not None else (0, 0, 0, 0)
     numel = n * c * h * w
-    wide = max([numel, 8 * bits.numel()] + [_span(t) for t in (src, dst) if t is not None])
-    _map_kernel[(n * chunks, tiles_h * tiles_w)](
+    spans = [_span(t) for t in (src, dst) if t is not None]
+    wide = max([numel, 8 * bits.numel()] + spans)
+    _map_kernel[(n * chunks * tiles_h * tiles_w,)](
         bits, src_t, dst_t, counter if counter is not None else dummy,
         factor if factor is not None else dummy,
         c, h, w, h - kh + 1, w - kw + 1, kh, kw, *s, *d,
-        chunks, tiles_w, out_h, out_w, halo_h, halo_w, numel, factor_value,
+        chunks, tiles_h * tiles_w, tiles_w, out_h, out_w, halo_h, halo_w, numel, factor_value,
         MODE=mode, FACTOR=factor_mode, SHARED=shared, BC=bc, MR=1 if shared else bc,
         TH=th, TW=tw, WIDE=wide > _INT32_LIMIT // 2,
         num_warps=8 if bc * th * tw >= 4096 else 4)
