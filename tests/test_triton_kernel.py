@@ -2,7 +2,9 @@
 
 Exact masks against a max-pool dilation of the same seeds, seeds against a direct
 Philox re-draw, exact Binomial tests of the per-unit drop law, and the forward and
-backward contract (factor, dtypes, layouts, no host sync).
+backward contract (factor, dtypes, layouts, no host sync). On a GPU machine the same
+tests run on CUDA with ``TRITON_INTERPRET=0``; ``-m slow -s`` adds compile checks and
+prints the kernels' time against the ``x * 2`` floor.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def test_seeds_are_philox_words_below_the_threshold():
     """Slot s is a seed iff word s % 4 of philox(seed, s // 4) < round(gamma * 2**32)."""
     shape, block, gamma = (2, 3, 7, 6), (3, 2), 0.3
     seeds = tdb.seed_map(shape, seed_of(11), gamma, block, False).reshape(-1)
-    words = torch.empty(64, 4, dtype=torch.int64)
+    words = torch.empty(64, 4, dtype=torch.int64, device=DEVICE)
     _redraw[(1,)](seed_of(11), words, 64, BLOCK=64)
     expected = (words.reshape(-1) < round(gamma * 2**32))[: seeds.numel()]
     assert torch.equal(seeds, expected)
@@ -156,7 +158,8 @@ GEOMETRIES = [((1,), (3,)), ((5,), (2,)), ((1, 1), (3, 3)), ((2, 3), (2, 2)), ((
 def test_unit_drop_law_is_exact(spatial, block, p, monkeypatch):
     """Each unit drops with 1 - (1 - gamma) ** m(u); a map has no seed with
     (1 - gamma) ** positions. Exact Binomial tests over 4096 maps from two calls."""
-    monkeypatch.setattr(tdb, "_LANES", 1 << 16)  # few large programs: the interpreter is slow
+    if INTERPRETED:  # few large programs: the interpreter is slow
+        monkeypatch.setattr(tdb, "_LANES", 1 << 16)
     block = clip_block(spatial, block)
     gamma = seed_rate(spatial, block, p, True)
     masks = torch.cat([tdb.mask((2, 1024, *spatial), seed_of(100 + i), gamma, block, False)
@@ -181,21 +184,21 @@ def test_shared_channels_share_one_map_per_sample():
 def reference(x: torch.Tensor, dropped: torch.Tensor, scale: str, p: float) -> torch.Tensor:
     kept = int((~dropped).sum())
     f = 1.0 / (1.0 - p) if scale == "expected" else (x.numel() / kept if kept else 0.0)
-    return torch.where(dropped, 0, x * torch.tensor(f, dtype=torch.float32))
+    return torch.where(dropped, 0, x * torch.tensor(f, dtype=torch.float32, device=x.device))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 @pytest.mark.parametrize("scale", ["batch", "expected"])
 def test_forward_backward_contract(dtype, scale):
     shape, block, gamma, p = (2, 3, 6, 7), (3, 2), 0.15, 0.3
-    x = torch.randn(shape, dtype=torch.float64).to(dtype)
+    x = torch.randn(shape, dtype=torch.float64, device=DEVICE).to(dtype)
     dropped = tdb.mask(shape, seed_of(5), gamma, block, False)
     out, factor = tdb.forward(x, seed_of(5), gamma, block, False, scale, p)
     assert factor.dtype == torch.float32 and factor.dim() == 0 and out.dtype == dtype
     expected = x.numel() / int((~dropped).sum()) if scale == "batch" else 1 / (1 - p)
     assert float(factor) == pytest.approx(expected, rel=1e-6)
     same(out, reference(x, dropped, scale, p))
-    grad = torch.randn(shape, dtype=torch.float64).to(dtype)
+    grad = torch.randn(shape, dtype=torch.float64, device=DEVICE).to(dtype)
     grad_in = tdb.backward(grad, seed_of(5), gamma, block, False, factor)
     same(grad_in, torch.where(dropped, 0, grad * factor))
 
@@ -211,7 +214,7 @@ def same(got: torch.Tensor, want: torch.Tensor) -> None:
 
 
 def test_one_d_and_shared_forward():
-    x = torch.randn(3, 4, 11)
+    x = torch.randn(3, 4, 11, device=DEVICE)
     for shared in (False, True):
         dropped = tdb.mask(x.shape, seed_of(8), 0.2, (3,), shared)
         out, _ = tdb.forward(x, seed_of(8), 0.2, (3,), shared, "batch", 0.4)
@@ -219,7 +222,7 @@ def test_one_d_and_shared_forward():
 
 
 def test_channels_last_keeps_layout_and_mask():
-    x = torch.randn(2, 5, 6, 6)
+    x = torch.randn(2, 5, 6, 6, device=DEVICE)
     xl = x.to(memory_format=torch.channels_last)
     out, factor = tdb.forward(x, seed_of(9), 0.1, (3, 3), False, "batch", 0.2)
     out_l, factor_l = tdb.forward(xl, seed_of(9), 0.1, (3, 3), False, "batch", 0.2)
@@ -233,7 +236,7 @@ def test_channels_last_keeps_layout_and_mask():
 
 
 def test_everything_dropped_gives_zeros_not_nan():
-    x = torch.randn(2, 3, 5, 5)
+    x = torch.randn(2, 3, 5, 5, device=DEVICE)
     out, factor = tdb.forward(x, seed_of(1), 1.0, (2, 2), False, "batch", 0.9)
     assert float(factor) == 0.0 and torch.equal(out, torch.zeros_like(x))
     out, factor = tdb.forward(x, seed_of(1), 0.5, (2, 2), False, "expected", 1.0)
@@ -243,7 +246,7 @@ def test_everything_dropped_gives_zeros_not_nan():
 
 
 def test_nothing_dropped_at_gamma_zero():
-    x = torch.randn(2, 3, 5, 5)
+    x = torch.randn(2, 3, 5, 5, device=DEVICE)
     out, factor = tdb.forward(x, seed_of(1), 0.0, (3, 3), False, "batch", 0.1)
     assert float(factor) == 1.0 and torch.equal(out, x)
 
@@ -278,7 +281,7 @@ def no_host_sync() -> Iterator[None]:
 
 
 def test_no_host_sync():
-    x = torch.randn(2, 3, 6, 6)
+    x = torch.randn(2, 3, 6, 6, device=DEVICE)
     with no_host_sync():
         out, factor = tdb.forward(x, seed_of(4), 0.2, (3, 3), False, "batch", 0.3)
         tdb.forward(x, seed_of(4), 0.2, (3, 3), True, "expected", 0.3)
@@ -289,7 +292,7 @@ def test_no_host_sync():
 
 def test_wide_indices_give_the_same_results(monkeypatch):
     """The int64 index path (tensors past 2**30 units) draws the same seeds and mask."""
-    x = torch.randn(2, 3, 7, 6)
+    x = torch.randn(2, 3, 7, 6, device=DEVICE)
     narrow = tdb.forward(x, seed_of(6), 0.2, (3, 2), False, "batch", 0.3)
     monkeypatch.setattr(tdb, "_INT32_LIMIT", 0)
     wide = tdb.forward(x, seed_of(6), 0.2, (3, 2), False, "batch", 0.3)
@@ -337,3 +340,35 @@ def test_kernels_compile_for_hopper(kernel, pointers, constexprs, tmp_path):
     run = subprocess.run([sys.executable, "-c", _COMPILE, repr((kernel, pointers, constexprs))],
                          env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(INTERPRETED, reason="timing needs a GPU")
+@pytest.mark.parametrize("shape", [(32, 1024, 14, 14), (32, 2048, 7, 7), (128, 128, 16, 16)])
+def test_gpu_time_against_the_floor(shape):
+    """forward + backward (fp32, p = 0.1, block 7, per channel) over ``x * 2`` twice."""
+    x = torch.randn(shape, device="cuda")
+    gamma = seed_rate(shape[2:], clip_block(shape[2:], (7, 7)), 0.1, True)
+
+    def ours() -> None:
+        out, factor = tdb.forward(x, seed_of(1), gamma, (7, 7), False, "batch", 0.1)
+        tdb.backward(out, seed_of(1), gamma, (7, 7), False, factor)
+
+    def floor() -> None:
+        (x * 2) * 2
+
+    times = {}
+    for name, fn in (("ours", ours), ("floor", floor)):
+        for _ in range(5):
+            fn()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(50):
+            fn()
+        end.record()
+        torch.cuda.synchronize()
+        times[name] = start.elapsed_time(end) / 50
+    ratio = times["ours"] / times["floor"]
+    print(f"{shape}: {times['ours'] * 1e3:.1f} us, floor {times['floor'] * 1e3:.1f} us, "
+          f"{ratio:.2f}x")
+    assert ratio < 4.0
