@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 
+_PRIOR_INTERPRET = os.environ.get("TRITON_INTERPRET")
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
 
+import importlib  # noqa: E402
 import math  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -31,13 +33,43 @@ tl = triton.language
 from convdrop import _triton_dropblock as tdb  # noqa: E402
 from convdrop._gamma import clip_block, coverage_histogram, seed_rate  # noqa: E402
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available(),
-    reason="needs CUDA or TRITON_INTERPRET=1")
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+if INTERPRETED and type(tdb._map_kernel).__name__ != "InterpretedFunction":
+    tdb = importlib.reload(tdb)  # imported earlier for the GPU: decorate again, interpreted
+
+pytestmark = pytest.mark.skipif(
+    not INTERPRETED and not torch.cuda.is_available(),
+    reason="needs CUDA or TRITON_INTERPRET=1")
 DEVICE = "cpu" if INTERPRETED else "cuda"
 P_VALUE = 1e-7  # threshold of every exact test below
 _GENERIC_SCAN = {"on": False}
+
+
+@triton.jit
+def _redraw(seed_ptr, out_ptr, count, BLOCK: tl.constexpr):
+    """Philox words of counters 0..count-1, word-major per counter: (count, 4) int64."""
+    offs = tl.arange(0, BLOCK)
+    r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), offs)
+    ok = offs < count
+    for word, r in ((0, r0), (1, r1), (2, r2), (3, r3)):
+        tl.store(out_ptr + offs * 4 + word, r.to(tl.int64), mask=ok)
+
+
+if _PRIOR_INTERPRET is None:  # the kernels are decorated: leave other test modules as they were
+    del os.environ["TRITON_INTERPRET"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def interpreter_on() -> Iterator[None]:
+    """Interpreted kernels read TRITON_INTERPRET when they run, too."""
+    prior = os.environ.get("TRITON_INTERPRET")
+    if INTERPRETED:
+        os.environ["TRITON_INTERPRET"] = "1"
+    yield
+    if prior is None:
+        os.environ.pop("TRITON_INTERPRET", None)
+    else:
+        os.environ["TRITON_INTERPRET"] = prior
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -80,16 +112,6 @@ def dilate(seeds: torch.Tensor, shape: tuple[int, ...], block: tuple[int, ...],
     pool = F.max_pool1d if len(spatial) == 1 else F.max_pool2d
     painted = pool(grid, kernel_size=k, stride=1) > 0
     return painted.view(shape[0], 1 if shared else shape[1], *spatial).expand(shape)
-
-
-@triton.jit
-def _redraw(seed_ptr, out_ptr, count, BLOCK: tl.constexpr):
-    """Philox words of counters 0..count-1, word-major per counter: (count, 4) int64."""
-    offs = tl.arange(0, BLOCK)
-    r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), offs)
-    ok = offs < count
-    for word, r in ((0, r0), (1, r1), (2, r2), (3, r3)):
-        tl.store(out_ptr + offs * 4 + word, r.to(tl.int64), mask=ok)
 
 
 def test_seeds_are_philox_words_below_the_threshold():
