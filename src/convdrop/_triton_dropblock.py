@@ -130,8 +130,8 @@ if triton is not None:
             map_ok = c0 + rows < C
         seed_ok = map_ok & (h >= 0) & (h < VH) & (w >= 0) & (w < VW)
         slot = (m * VH + h) * VW + w
-        byte = tl.load(bits_ptr + slot // 8, mask=seed_ok, other=0).to(tl.int32)
-        seed = seed_ok & (((byte >> (slot % 8).to(tl.int32)) & 1) != 0)
+        byte = tl.load(bits_ptr + (slot >> 3), mask=seed_ok, other=0).to(tl.int32)
+        seed = seed_ok & (((byte >> (slot & 7).to(tl.int32)) & 1) != 0)
         # Dilation: the last seed at or before each column, then the last hit row.
         last_w = tl.where(seed, j, -TW - KW)
         if TW > 1:
