@@ -145,7 +145,7 @@ if triton is not None:
             total = tl.sum((dropped & inside & map_ok).to(tl.int32)).to(tl.int64)
             if SHARED:
                 total = total * C
-            tl.atomic_add(counter_ptr, total)
+            tl.atomic_add(counter_ptr, total, sem="relaxed")  # read by the next launch
         else:
             c = c0 + tl.arange(0, BC)[:, None, None]
             ok = inside & (c < C)
