@@ -7,7 +7,7 @@ per channel, ``n`` with ``shared_channels``) is a seed when word ``s % 4`` of
 Bernoulli(gamma) draw per slot (to 2**-32), four slots per Philox call. A seed at corner
 ``c`` drops ``[c, c + k)`` per dim, as in :mod:`convdrop._sampling`.
 
-Kernels (launches: forward 3, backward 2, mask 2):
+Kernels (launches: forward 3, or 2 with scale "expected"; backward 2; mask 2):
 
 * ``_seed_kernel`` packs the seeds of all slots into a bit map, ``ceil(trials / 8)``
   bytes (about 1/24 of the units for 14x14 maps and block 7), freed after the call.
@@ -23,6 +23,10 @@ Global traffic of a forward: one read of ``x``, one write of ``out``, the bit ma
 written once and read twice, 8 bytes of counter and 4 of factor. Backward saves
 nothing but ``seed`` and ``factor``. Only 1d (N, C, L) and 2d (N, C, H, W) maps:
 3d raises NotImplementedError (the dispatcher uses the generic path there).
+
+Verified under TRITON_INTERPRET=1 and by compiling for sm_90; not yet timed on a GPU.
+Tiles hold up to 64 x 64 units (1d: 1024); a block over 32 on a map that needs
+several tiles widens them to 2 (k - 1) lanes, which is correct but spills registers.
 """
 
 from __future__ import annotations
@@ -272,7 +276,7 @@ def forward(x: torch.Tensor, seed: torch.Tensor, gamma: float, block: tuple[int,
 
     Returns:
         out with x's shape, dtype and layout (``empty_like``), and factor, a float32
-        0-dim tensor on x's device. Three launches, no host sync.
+        0-dim tensor on x's device. Three launches (two for "expected"), no host sync.
     """
     _check(x, seed)
     shape = tuple(x.shape)
