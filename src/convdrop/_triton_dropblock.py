@@ -25,7 +25,7 @@ nothing but ``seed`` and ``factor``. Only 1d (N, C, L) and 2d (N, C, H, W) maps:
 3d raises NotImplementedError (the dispatcher uses the generic path there).
 
 Verified under TRITON_INTERPRET=1 and by compiling for sm_90; not yet timed on a GPU.
-Tiles hold up to 64 x 64 units (1d: 1024); a block over 32 on a map that needs
+Tiles hold up to 64 x 64 units (1d: 1024); a block over 33 on a map that needs
 several tiles widens them to 2 (k - 1) lanes, which is correct but spills registers.
 """
 
