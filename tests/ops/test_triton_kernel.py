@@ -28,8 +28,8 @@ triton = pytest.importorskip("triton")
 stats = pytest.importorskip("scipy.stats")
 tl = triton.language
 
-from convdrop import _triton_dropblock as tdb  # noqa: E402
-from convdrop._gamma import clip_block, coverage_histogram, seed_rate  # noqa: E402
+from convdrop.ops import triton_kernel as tdb  # noqa: E402
+from convdrop.ops.gamma import clip_block, coverage_histogram, seed_rate  # noqa: E402
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 pytestmark = pytest.mark.skipif(

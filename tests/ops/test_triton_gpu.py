@@ -13,8 +13,8 @@ import torch
 
 triton = pytest.importorskip("triton")
 
-from convdrop import _triton_dropblock as tdb  # noqa: E402
-from convdrop._gamma import clip_block, seed_rate  # noqa: E402
+from convdrop.ops import triton_kernel as tdb  # noqa: E402
+from convdrop.ops.gamma import clip_block, seed_rate  # noqa: E402
 
 GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1"
 
@@ -23,7 +23,7 @@ _COMPILE = """
 import sys, triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from convdrop import _triton_dropblock as T
+from convdrop.ops import triton_kernel as T
 kernel, pointers, constexprs = eval(sys.argv[1])
 fn = getattr(T, kernel)
 sig = {p.name: "constexpr" if p.is_constexpr else pointers.get(p.name, "i32") for p in fn.params}

@@ -5,7 +5,7 @@ Seeds (arXiv 1810.12890, Algorithm 1) fall only where a whole block fits. Valid 
 per channel, ``n`` with ``shared_channels``) is a seed when word ``s % 4`` of
 ``philox(seed, counter=s // 4)`` is below ``round(gamma * 2**32)``: one independent
 Bernoulli(gamma) draw per slot (to 2**-32), four slots per Philox call. A seed at corner
-``c`` drops ``[c, c + k)`` per dim, as in :mod:`convdrop._sampling`.
+``c`` drops ``[c, c + k)`` per dim, as in :mod:`convdrop.ops.sampling`.
 
 Kernels (launches: forward 3, or 2 with scale "expected"; backward 2; mask 2):
 
@@ -35,7 +35,7 @@ import os
 
 import torch
 
-from convdrop._gamma import clip_block
+from convdrop.ops.gamma import clip_block
 
 try:
     import triton
