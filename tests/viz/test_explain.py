@@ -260,7 +260,7 @@ def explain_only(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_explain_is_registered() -> None:
-    assert "convdrop.viz.explain" in cli.COMMAND_MODULES
+    assert "convdrop.cli.explain" in cli.COMMAND_MODULES
 
 
 def test_cli_text(explain_only: None, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,7 +14,7 @@ from convdrop.errors import (
     SpecError,
     UserError,
 )
-from convdrop.lab import runner as compare
+from convdrop.lab import runner
 from convdrop.ops import native as _native
 
 FAST = ["--data", "synthetic", "--epochs", "1", "--seeds", "1", "--methods", "control",
@@ -56,7 +56,7 @@ def test_a_bug_shows_its_traceback_and_asks_for_a_report(tmp_path, capsys, monke
     def broken(*args, **kwargs):
         raise ValueError("an internal invariant broke")
 
-    monkeypatch.setattr(compare, "compare", broken)
+    monkeypatch.setattr(runner, "compare", broken)
     assert main(["compare", *FAST, "--out", str(tmp_path)]) == cli.EXIT_BUG
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err
