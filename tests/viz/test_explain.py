@@ -256,7 +256,7 @@ def test_load_net_errors(tmp_path: Path) -> None:
 @pytest.fixture
 def explain_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Register only this module, so these tests do not depend on other subcommands."""
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("convdrop.viz.explain",))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("convdrop.cli.explain",))
 
 
 def test_explain_is_registered() -> None:
