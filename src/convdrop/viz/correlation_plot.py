@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,6 @@ def _bars(ax: Any, study: Study) -> None:
 
 def draw_study(study: Study, out: str | Path, dpi: int = 100) -> Path:
     """PNG: each method's holes and both reconstructions (first trial), and the bar chart."""
-    import textwrap
-
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(12.5, 7.4), layout="constrained")
