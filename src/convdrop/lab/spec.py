@@ -3,7 +3,7 @@
 Configuration is layered: CPU-sized defaults for the bundled data (see
 :data:`convdrop.lab.presets.SMALL_DATA_DEFAULTS`), a preset, then the ``[experiment]`` and
 ``[methods.NAME]`` tables of a TOML file, then command-line flags (built from these
-fields' types and descriptions by :mod:`convdrop.flags`). Unknown keys, unknown
+fields' types and descriptions by :mod:`convdrop.cli.flags`). Unknown keys, unknown
 methods and out-of-range values raise :class:`convdrop.errors.SpecError` naming the
 key and value. The resolved spec is saved beside the results as ``config.json``.
 """
