@@ -4,15 +4,17 @@
 and exits with 2; any other exception is a bug and shows its traceback. Each
 subclass also derives from the built-in error that library callers caught before
 (``ValueError``, ``FileNotFoundError``), so ``except ValueError`` keeps working.
-Modules with an error of their own subclass :class:`UserError` where they define
-it: :class:`convdrop.lab.data.DataError`, :class:`convdrop.lab.engine.NonFiniteLossError`.
+:class:`DataError` lives here, below the data readers that raise it (it is also
+importable as ``convdrop.lab.data.DataError``); a module with an error only it raises
+subclasses :class:`UserError` where it defines it, e.g.
+:class:`convdrop.lab.engine.NonFiniteLossError`.
 This module imports nothing from convdrop, so every module can raise these.
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "ArgumentError", "LaunchError", "MissingFileError", "RunFolderError", "SpecError",
+    "ArgumentError", "DataError", "LaunchError", "MissingFileError", "RunFolderError", "SpecError",
     "UserError",
 ]
 
@@ -23,6 +25,10 @@ class UserError(Exception):
 
 class ArgumentError(UserError, ValueError):
     """A command-line argument or setting out of range; the message names it and the value."""
+
+
+class DataError(UserError, ValueError):
+    """A dataset could not be read: a bad spec, path, layout or file."""
 
 
 class SpecError(UserError, ValueError):

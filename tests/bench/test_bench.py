@@ -7,7 +7,6 @@ import torch
 
 from convdrop.bench import model as bench_model
 from convdrop.bench import ops as bench
-from convdrop.cli import main
 from convdrop.ops.functional import drop_block
 
 
@@ -32,22 +31,6 @@ def test_bench_shape_rows_and_render():
     assert text.startswith("### 2x16x14x14") and "| convdrop drop_block |" in text
     for row in rows:  # a missing peer is a row saying so, never an error
         assert row.ms is not None or row.note.startswith(("missing", "failed"))
-
-
-def test_cli_quick_bench(capsys):
-    assert main(["bench", "--quick", "--repeats", "1", "--skip-model"]) == 0
-    out = capsys.readouterr().out
-    assert out.count("### ") == 3 and "x floor" in out
-    assert "fused CPU kernel on" in out.splitlines()[0]
-
-
-def test_cli_bad_arguments_name_the_flag(capsys):
-    for flags, message in [(["--p", "2"], "--p must be a probability in [0, 1], got 2.0"),
-                           (["--block-size", "0"], "--block-size must be an int >= 1, got 0"),
-                           (["--repeats", "0"], "--repeats must be an int >= 1, got 0"),
-                           (["--device", "gpu"], "got 'gpu'")]:
-        assert main(["bench", "--quick", "--skip-model", *flags]) == 2
-        assert message in capsys.readouterr().err
 
 
 def test_model_overhead_table_has_every_figure():

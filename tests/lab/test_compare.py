@@ -10,9 +10,10 @@ from convdrop.cli import main
 from convdrop.errors import RunFolderError
 from convdrop.lab import engine
 from convdrop.lab.presets import PRESETS
-from convdrop.lab.run import RunPaths, execute, read_metrics
+from convdrop.lab.run import execute
 from convdrop.lab.runner import compare
 from convdrop.lab.spec import build_spec
+from convdrop.lab.store import RunPaths, read_metrics
 
 TINY = {"data": "synthetic", "train_size": 30, "epochs": 1, "seeds": 1, "batch_size": 16,
         "workers": 1}

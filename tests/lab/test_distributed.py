@@ -16,8 +16,9 @@ from torch.utils.data import DistributedSampler, TensorDataset
 from convdrop.errors import LaunchError
 from convdrop.lab import distributed as dd
 from convdrop.lab.engine import make_loader
-from convdrop.lab.run import RunPaths, execute, read_metrics, train_and_record
+from convdrop.lab.run import execute, train_and_record
 from convdrop.lab.spec import ExperimentSpec, build_spec
+from convdrop.lab.store import RunPaths, read_metrics
 from convdrop.lab.trainer import Trainer
 
 ENV = {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",

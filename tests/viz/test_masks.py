@@ -9,7 +9,6 @@ import pytest
 import torch
 from PIL import Image
 
-from convdrop import cli
 from convdrop.viz.masks import (
     DIGIT_SIZE,
     MAX_IMAGE_SIZE,
@@ -164,35 +163,3 @@ def test_draw_masks_writes_png_atomically(tmp_path, digit):
     assert result == out
     assert_png(out)
     assert [f.name for f in out.parent.iterdir()] == ["m.png"]  # no temp file left behind
-
-
-def test_cli_masks_writes_png(tmp_path, capsys):
-    out = tmp_path / "masks.png"
-    assert cli.main(["masks", "--out", str(out), "--dpi", "30", "--steps", "10"]) == 0
-    assert_png(out)
-    assert str(out) in capsys.readouterr().out
-
-
-def test_cli_masks_with_image(tmp_path):
-    source = _write(tmp_path / "in.jpg", "RGB", (50, 40))
-    out = tmp_path / "masks.png"
-    argv = ["masks", "--image", str(source), "--out", str(out), "--dpi", "30", "--seed", "5"]
-    assert cli.main(argv) == 0
-    assert_png(out)
-
-
-@pytest.mark.parametrize("extra,needle", [
-    (["--image", "{tmp}/missing.png"], "missing.png"),
-    (["--image", "{tmp}/bad.png"], "bad.png"),
-    (["--p", "1.5"], "--p"),
-    (["--p", "-0.1"], "--p"),
-    (["--block-size", "0"], "--block-size"),
-    (["--steps", "0"], "--steps"),
-])
-def test_cli_masks_errors_exit_2(tmp_path, capsys, extra, needle):
-    (tmp_path / "bad.png").write_bytes(b"\x89PNG but not really")
-    argv = ["masks", "--out", str(tmp_path / "o.png"), *(a.format(tmp=tmp_path) for a in extra)]
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err
-    assert needle in err and err.count("\n") == 1 and "Traceback" not in err
-    assert not (tmp_path / "o.png").exists()

@@ -18,6 +18,9 @@ import torch
 from torch import nn
 
 from convdrop._tables import markdown_table
+from convdrop.bench.ops import time_round_robin
+from convdrop.layers import DropBlock1d, DropBlock2d, DropBlock3d
+from convdrop.models import create
 
 
 def _step_timer(model: nn.Module, batch: int, device: str) -> Callable[[], float]:
@@ -63,8 +66,6 @@ def _paired_overhead(steps: dict[str, Callable[[], float]],
 
 
 def _dropblock_layers(model: nn.Module) -> list[nn.Module]:
-    from convdrop.layers import DropBlock1d, DropBlock2d, DropBlock3d
-
     return [m for m in model.modules() if isinstance(m, (DropBlock1d, DropBlock2d, DropBlock3d))]
 
 
@@ -78,8 +79,6 @@ def _sites_alone(model: nn.Module, batch: int, device: str, repeats: int) -> flo
         model(torch.randn(batch, 3, 32, 32, device=device))
     for hook in hooks:
         hook.remove()
-    from convdrop.bench.ops import time_round_robin
-
     total = 0.0
     for layer, shape in shapes:
         x = torch.randn(shape, device=device, requires_grad=True)
@@ -95,8 +94,6 @@ def model_overhead(*, quick: bool, device: str, repeats: int) -> str:
     p = 0, which returns the input untouched, or at their rates. Two separately built
     models differed by 3 % on this machine with no DropBlock in either.
     """
-    from convdrop.models import create
-
     batch = 16 if quick else 64
     model = create("resnet18_cifar", 10, dropblock=0.1).to(device)
     layers = _dropblock_layers(model)

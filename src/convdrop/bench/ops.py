@@ -11,7 +11,6 @@ half types use. Peers that do not import are reported as missing.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -23,8 +22,6 @@ import torch.nn.functional as F
 from convdrop._tables import markdown_table
 from convdrop.bench.peers import peer_ops
 from convdrop.ops import native as _native
-from convdrop.ops import validate as v
-from convdrop.ops.dispatch import backend_status
 from convdrop.ops.functional import drop_block
 from convdrop.ops.reference import reference_drop_block
 
@@ -155,50 +152,3 @@ def render(shape: tuple[int, ...], rows: list[Row]) -> str:
               f"{r.saved_fraction:.2%}", f"{r.dropped:.3f}"] for r in rows]
     table = markdown_table(header, cells, [None] + ["right"] * 5)
     return f"### {'x'.join(map(str, shape))}\n\n{table}"
-
-
-def run(args: argparse.Namespace) -> int:
-    """Entry point of ``convdrop bench``."""
-    from convdrop.lab.engine import resolve_device
-
-    v.check_p(args.p, "--p")
-    v.check_positive_int(args.block_size, "--block-size")
-    if args.repeats is not None:
-        v.check_positive_int(args.repeats, "--repeats")
-    args.device = str(resolve_device(args.device))
-    shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
-    repeats = args.repeats or (5 if args.quick else 20)
-    print(
-        f"# convdrop bench: torch {torch.__version__}, {args.device}, "
-        f"{torch.get_num_threads()} threads, fp32, p={args.p}, block={args.block_size}, "
-        f"median of {repeats}; {backend_status()}\n"
-    )
-    for shape in shapes:
-        print(render(shape, bench_shape(shape, args.p, args.block_size, repeats, args.device)))
-        print()
-    if not args.skip_model:
-        from convdrop.bench.model import model_overhead
-
-        print(model_overhead(quick=args.quick, device=args.device, repeats=repeats))
-    return 0
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``convdrop bench``."""
-    parser = subparsers.add_parser("bench", help="time DropBlock against the floor and peers")
-    parser.add_argument("--quick", action="store_true", help="small shapes, few repeats")
-    parser.add_argument("--p", type=float, default=0.1, help="drop probability (default 0.1)")
-    parser.add_argument("--block-size", type=int, default=7, help="block side (default 7)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per op")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--skip-model", action="store_true", help="skip the ResNet-18 step")
-    parser.set_defaults(func=run)
-
-
-def main() -> int:
-    """``python -m convdrop.bench``: the same as ``convdrop bench``."""
-    import sys
-
-    from convdrop.cli import main as cli_main
-
-    return cli_main(["bench", *sys.argv[1:]])

@@ -1,9 +1,10 @@
-"""The ``convdrop`` command line: one subcommand per module.
+"""The ``convdrop`` command line: one subcommand per module of this package.
 
 Each module listed in ``COMMAND_MODULES`` exposes ``add_cli(subparsers)``, which
-adds its subparser and sets ``func`` (a callable taking the parsed namespace and
-returning an exit code). Modules keep heavy imports (matplotlib, rich) inside
-their functions so ``convdrop --help`` stays fast.
+adds its subparser and sets ``func`` (its ``run``: takes the parsed namespace and
+returns an exit code). Argument parsing lives only here; the library modules below
+take plain typed arguments. Heavy imports (matplotlib, rich, scipy) wait until a
+command runs, so ``convdrop --help`` stays fast.
 
 Errors: a :class:`convdrop.errors.UserError` (bad input) prints as one line,
 ``convdrop CMD: error: ...``, and exits with 2, as argparse does for bad flags. Any
@@ -18,22 +19,20 @@ import importlib
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from convdrop.errors import ArgumentError, UserError
+from convdrop.ops import native
 
 COMMAND_MODULES: tuple[str, ...] = (
-    "convdrop.lab.runner",
-    "convdrop.bench.ops",
-    "convdrop.viz.explain",
-    "convdrop.viz.masks",
-    "convdrop.viz.correlation",
-    "convdrop.lab.train",
+    "convdrop.cli.compare",
+    "convdrop.cli.presets",
+    "convdrop.cli.bench",
+    "convdrop.cli.explain",
+    "convdrop.cli.masks",
+    "convdrop.cli.correlation",
+    "convdrop.cli.train",
 )
-
-# These commands still check their flags with ValueError (from convdrop.ops.validate and
-# PIL); until they raise UserError, those errors are read as the user's.
-_VALUE_ERROR_COMMANDS: tuple[str, ...] = ("bench", "masks", "correlation")
 
 EXIT_USER_ERROR = 2  # as argparse
 EXIT_BUG = 1  # as an uncaught exception
@@ -61,35 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_environment() -> None:
     """Variables read deep inside the ops, checked here so a bad value is a user error."""
-    if "CONVDROP_NATIVE" in os.environ:
-        from convdrop.ops import native as _native
-
-        try:
-            _native._is_enabled()
-        except ValueError as err:
-            raise ArgumentError(str(err)) from err
-
-
-def _as_user_errors(func: Callable[[argparse.Namespace], int]
-                    ) -> Callable[[argparse.Namespace], int]:
-    """``func`` with its ValueError and FileNotFoundError raised as user errors."""
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except (ValueError, TypeError, FileNotFoundError) as err:
-            if isinstance(err, UserError):
-                raise
-            raise ArgumentError(str(err)) from err
-
-    return run
+    if "CONVDROP_NATIVE" not in os.environ:
+        return
+    try:
+        native.active()  # reads CONVDROP_NATIVE (when the kernel is built)
+    except native.NativeSettingError as err:
+        raise ArgumentError(str(err)) from err
 
 
 def _run(args: argparse.Namespace) -> int:
     _check_environment()
-    func = args.func
-    if args.command in _VALUE_ERROR_COMMANDS:
-        func = _as_user_errors(func)
-    return int(func(args) or 0)
+    return int(args.func(args) or 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,7 +22,8 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from convdrop.errors import ArgumentError, UserError
+from convdrop._devices import resolve_device
+from convdrop.errors import UserError
 from convdrop.lab.augment import Augment
 from convdrop.ops import validate as v
 
@@ -32,7 +33,6 @@ __all__ = [
     "seed_everything", "train_one_epoch",
 ]
 
-DEVICE_TYPES = ("cpu", "cuda", "mps")
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("cosine", "step", "none")
 AMP_DTYPES = (torch.float16, torch.bfloat16)
@@ -72,27 +72,6 @@ class EpochStats:
 class EvalStats:
     loss: float  # mean loss over examples
     accuracy: float  # fraction classified right, in [0, 1]
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``"auto"`` picks cuda, then mps, then cpu; else ``"cpu"``, ``"cuda[:i]"``, ``"mps"``."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
-    try:
-        device = torch.device(name) if isinstance(name, str) else None
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in DEVICE_TYPES:
-        raise ArgumentError(f"device must be 'auto' or one of {DEVICE_TYPES} (cuda:i), "
-                            f"got {name!r}")
-    available = {"cpu": True, "cuda": torch.cuda.is_available(),
-                 "mps": torch.backends.mps.is_available()}
-    if not available[device.type]:
-        raise ArgumentError(f"device {name!r} is not available on this machine; use 'auto' "
-                            "or 'cpu'")
-    return device
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -1,6 +1,6 @@
 """The methods a comparison can run, and how each becomes a model plus training options.
 
-A method is a base (one of :data:`BASE_METHODS`) with optional overrides
+A method is a base (one of :data:`convdrop.lab.base_methods.BASE_METHODS`) with optional overrides
 (:class:`convdrop.lab.spec.MethodOptions`). Its regularizer goes where its
 ``placement`` says (:data:`PLACEMENTS`), through a model's built-in sites where the
 model has them and through :func:`convdrop.regularize` rules otherwise, so every
@@ -17,43 +17,10 @@ from torch import nn
 
 from convdrop.errors import SpecError
 from convdrop.lab.augment import Augment
+from convdrop.lab.base_methods import BASE_METHODS, Method
 from convdrop.lab.spec import ExperimentSpec
-from convdrop.placement import Rule, regularize
-
-
-@dataclass(frozen=True)
-class Method:
-    """What a method changes relative to the plain model."""
-
-    description: str
-    regularizer: str | None = None  # "dropout" | "spatial_dropout" | "dropblock"
-    p: float = 0.0  # target drop probability
-    block_size: int | None = None  # DropBlock block; None = the model's default
-    schedule: str = "constant"  # drop-rate schedule over training
-    batchnorm: bool = False  # simple_cnn only: conv -> BN -> ReLU
-    label_smoothing: float = 0.0
-    cutout: int = 0  # Cutout side in pixels (12 ≈ 14 % of a 32x32 image)
-    placement: str = "between_convs"
-    model: str | None = None  # None = the spec's model
-
-
-BASE_METHODS: dict[str, Method] = {
-    "control": Method("no regularizer"),
-    "dropout": Method("dropout 0.1 between convolutions", "dropout", 0.1),
-    "spatial_dropout": Method("spatial dropout 0.1 between convolutions", "spatial_dropout",
-                              0.1),
-    "dropblock": Method("DropBlock 0.1 at a constant rate", "dropblock", 0.1),
-    "dropblock_scheduled": Method("DropBlock 0.1, linear ramp from 0", "dropblock", 0.1,
-                                  schedule="linear"),
-    "batchnorm": Method("batch norm between convolutions", batchnorm=True),
-    "batchnorm_dropblock": Method("batch norm + scheduled DropBlock 0.1", "dropblock", 0.1,
-                                  schedule="linear", batchnorm=True),
-    "cutout": Method("Cutout 12x12 on the input", cutout=12),
-    "label_smoothing": Method("label smoothing 0.1", label_smoothing=0.1),
-    "dropblock_label_smoothing": Method("scheduled DropBlock 0.1 + label smoothing 0.1",
-                                        "dropblock", 0.1, schedule="linear",
-                                        label_smoothing=0.1),
-}
+from convdrop.models import create
+from convdrop.placement import DropRateScheduler, Rule, regularize
 
 _RESNETS = ("resnet18_cifar", "resnet18", "resnet50")
 _DEEP_STAGES = "layer[34].*"  # the ResNets' groups 3 and 4, where the paper puts DropBlock
@@ -155,15 +122,11 @@ class Recipe:
         """A DropRateScheduler for ramped methods; None for constant rates or no regularizer."""
         if self.method.regularizer is None or self.method.schedule == "constant":
             return None
-        from convdrop.placement.schedules import DropRateScheduler
-
         return DropRateScheduler(model, self.method.schedule, total_steps)
 
 
 def build_recipe(spec: ExperimentSpec, name: str, num_classes: int, in_channels: int) -> Recipe:
     """Build the model of method ``name`` for data with ``num_classes`` and ``in_channels``."""
-    from convdrop.models import create
-
     method = resolve(spec, name)
     model_name = method.model or spec.model
     kwargs: dict[str, Any] = {}

@@ -1,4 +1,4 @@
-"""``convdrop compare`` and ``convdrop presets``: run a grid of methods x seeds and report.
+"""The experiment runner behind ``convdrop compare``: a grid of methods x seeds, and its report.
 
 Runs execute in this process or, with ``--workers N``, in N spawned processes
 (one GPU each, round-robin, when several are present). Finished runs are skipped
@@ -8,18 +8,19 @@ on a rerun, interrupted ones resume from their last epoch. At the end it writes
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import os
 import queue
-import sys
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from convdrop import _io, flags
-from convdrop.lab.run import RunPaths, execute, read_metrics
+import torch
+
+from convdrop import _io
+from convdrop.lab.run import execute
 from convdrop.lab.spec import ExperimentSpec
+from convdrop.lab.store import RunPaths, read_metrics
 
 
 def grid(spec: ExperimentSpec) -> list[tuple[str, int]]:
@@ -28,15 +29,11 @@ def grid(spec: ExperimentSpec) -> list[tuple[str, int]]:
 
 
 def _worker_init(threads: int) -> None:
-    import torch
-
     torch.set_num_threads(threads)
 
 
 def _device_for(spec: ExperimentSpec, index: int) -> str:
     """Spread workers over GPUs when several are present and the device allows it."""
-    import torch
-
     if spec.workers > 1 and spec.device in ("auto", "cuda") and torch.cuda.device_count() > 1:
         return f"cuda:{index % torch.cuda.device_count()}"
     return spec.device
@@ -57,7 +54,7 @@ def _execute_reporting(spec_json: str, method: str, seed: int, out: str, device:
 
 def run_grid(spec: ExperimentSpec, out: Path, *, show_progress: bool = True) -> list[dict]:
     """Run (or resume) every run of the grid; returns their results in grid order."""
-    from rich.progress import (
+    from rich.progress import (  # rich on first use, so `convdrop --help` stays fast
         BarColumn,
         Progress,
         TextColumn,
@@ -113,7 +110,7 @@ def _run_pool(spec: ExperimentSpec, runs: list[tuple[str, int]], out: Path, bar:
 
 def write_outputs(spec: ExperimentSpec, out: Path, results: list[dict]) -> tuple[Path, list]:
     """results.json, summary.csv, plots and report.md; returns the report and summaries."""
-    from convdrop.lab import plots, report
+    from convdrop.lab import plots, report  # here, not on top: scipy is slow for `--help`
 
     _io.write_json(out / "results.json", results)
     summaries = report.summarize(results, control="control")
@@ -141,45 +138,3 @@ def compare(spec: ExperimentSpec, out: Path, *,
     _io.write_json(out / "config.json", spec.model_dump())
     results = run_grid(spec, out, show_progress=show_progress)
     return write_outputs(spec, out, results)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Entry point of ``convdrop compare``."""
-    from rich.console import Console
-
-    from convdrop.lab import report
-
-    spec = flags.spec_from_args(args, (*flags.GRID_FIELDS, *flags.SHARED_FIELDS))
-    out = Path(args.out) if args.out else Path("results") / spec.name
-    console = Console(width=None if sys.stdout.isatty() else 120)
-    console.print(f"[bold]convdrop compare[/bold] {spec.name}: {len(spec.methods)} methods x "
-                  f"{spec.seeds} seeds on {spec.data} / {spec.model}, {spec.epochs} epochs "
-                  f"-> {out}")
-    report_path, summaries = compare(spec, out, show_progress=not args.quiet)
-    console.print(report.render_rich(summaries))
-    console.print(f"report: {report_path}")
-    return 0
-
-
-def run_presets(args: argparse.Namespace) -> int:
-    """Entry point of ``convdrop presets``."""
-    from convdrop.lab.presets import describe_presets
-
-    print(describe_presets())
-    return 0
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``convdrop compare`` and ``convdrop presets``."""
-    parser = subparsers.add_parser(
-        "compare", help="compare regularizers over seeds and write a report",
-        description="Train every method of a preset or spec over several seeds and report "
-        "mean ± std, the generalization gap and the difference from control (Welch t-test).",
-        epilog=flags.LAYERS_EPILOG,
-    )
-    flags.add_spec_flags(parser, (*flags.GRID_FIELDS, *flags.SHARED_FIELDS))
-    parser.add_argument("--out", help="output folder (default results/<preset>)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run)
-    presets = subparsers.add_parser("presets", help="list the built-in experiments")
-    presets.set_defaults(func=run_presets)

@@ -3,7 +3,7 @@
 Configuration is layered: CPU-sized defaults for the bundled data (see
 :data:`convdrop.lab.presets.SMALL_DATA_DEFAULTS`), a preset, then the ``[experiment]`` and
 ``[methods.NAME]`` tables of a TOML file, then command-line flags (built from these
-fields' types and descriptions by :mod:`convdrop.flags`). Unknown keys, unknown
+fields' types and descriptions by :mod:`convdrop.cli.flags`). Unknown keys, unknown
 methods and out-of-range values raise :class:`convdrop.errors.SpecError` naming the
 key and value. The resolved spec is saved beside the results as ``config.json``.
 """
@@ -19,6 +19,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from convdrop.errors import MissingFileError, SpecError
+from convdrop.lab import presets
+from convdrop.lab.base_methods import BASE_METHODS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -76,8 +78,6 @@ class ExperimentSpec(BaseModel):
 
     @model_validator(mode="after")
     def _methods_known(self) -> ExperimentSpec:
-        from convdrop.lab.methods import BASE_METHODS
-
         for name in self.methods:
             options = self.method_options.get(name)
             base = options.base if options and options.base else name
@@ -141,8 +141,6 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 def _small_defaults(chosen: dict[str, Any]) -> dict[str, Any]:
     """CPU-sized defaults for the bundled data sets, beneath everything chosen."""
-    from convdrop.lab import presets
-
     if chosen.get("data", "digits") not in presets.SMALL_DATA:
         return {}
     small = dict(presets.SMALL_DATA_DEFAULTS)
@@ -157,8 +155,6 @@ def build_spec(
     overrides: dict[str, Any] | None = None,
 ) -> ExperimentSpec:
     """Layer preset < spec file < overrides (None values are ignored) into a valid spec."""
-    from convdrop.lab import presets
-
     from_file = read_toml(spec_file) if spec_file is not None else {}
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
     chosen = flags.pop("preset", None) or preset or from_file.pop("preset", None)

@@ -17,8 +17,9 @@ bare model's weights, so they load at any world size, plus every rank's RNG stat
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,6 +28,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from convdrop import _io
 from convdrop.errors import RunFolderError
 from convdrop.lab import distributed as dd
+from convdrop.lab.data import Datasets, load_dataset, normalize
 from convdrop.lab.engine import (
     Augment,
     EvalStats,
@@ -39,22 +41,29 @@ from convdrop.lab.engine import (
     seed_everything,
     train_one_epoch,
 )
-from convdrop.lab.run import (
+from convdrop.lab.methods import build_recipe
+from convdrop.lab.spec import ExperimentSpec
+from convdrop.lab.store import (
     METRIC_FIELDS,
     Progress,
     RunPaths,
     load_checkpoint,
-    load_run_data,
     read_metrics,
     save_checkpoint,
 )
-from convdrop.lab.spec import ExperimentSpec
 from convdrop.layers import Regularizer
 
-if TYPE_CHECKING:
-    from convdrop.lab.data import Datasets
-
 EVAL_BATCH = 256
+
+
+@functools.lru_cache(maxsize=4)
+def _datasets(data: str, train_size: int | None, seed: int) -> Datasets:
+    return normalize(load_dataset(data, train_size=train_size, seed=seed))
+
+
+def load_run_data(spec: ExperimentSpec, seed: int) -> Datasets:
+    """Normalized splits; seed k draws training subset k (the same for every method)."""
+    return _datasets(spec.data, spec.train_size, seed if spec.train_size else 0)
 
 
 def current_drop_rate(model: nn.Module) -> float:
@@ -127,8 +136,6 @@ class Trainer:
     def create(spec: ExperimentSpec, method: str, seed: int, *, device: str | None = None,
                dist: dd.Dist | None = None, sync_bn: bool = False) -> Trainer:
         """Build the trainer of ``method`` with ``seed``; ``dist`` places it in a torchrun job."""
-        from convdrop.lab.methods import build_recipe
-
         dist = dist or dd.Dist(device=device or spec.device)
         generator = seed_everything(seed)  # the same on every rank: identical init
         data = load_run_data(spec, seed)

@@ -49,12 +49,16 @@ _SWITCH = {"1": True, "true": True, "on": True, "yes": True,
            "0": False, "false": False, "off": False, "no": False}
 
 
+class NativeSettingError(ValueError):
+    """``CONVDROP_NATIVE`` holds a value that is neither on nor off."""
+
+
 def _from_environment(value: str) -> bool:
     """``CONVDROP_NATIVE``: 1/true/on/yes (the default) or 0/false/off/no."""
     key = value.strip().lower()
     if key not in _SWITCH:
-        raise ValueError(f"CONVDROP_NATIVE must be one of 1, true, on, yes, 0, false, off, no; "
-                         f"got {value!r}")
+        raise NativeSettingError("CONVDROP_NATIVE must be one of 1, true, on, yes, 0, false, "
+                                 f"off, no; got {value!r}")
     return _SWITCH[key]
 
 

@@ -17,7 +17,7 @@ from torch import nn
 from convdrop import layers as L
 from convdrop.ops import validate as v
 from convdrop.ops.gamma import clip_block, expected_drop_fraction, paper_gamma
-from convdrop.placement.rules import _DROPBLOCKS, _hooks, _inserted, site_kind
+from convdrop.placement.rules import DROPBLOCKS, inserted_modules, site_hooks, site_kind
 
 __all__ = ["Site", "drop_budget", "expected_fraction", "sites"]
 
@@ -46,7 +46,7 @@ class Site:
 
 
 def _site_modules(model: nn.Module) -> dict[str, nn.Module]:
-    inserted = _inserted(model)
+    inserted = inserted_modules(model)
     return {path: m for path, m in model.named_modules()
             if isinstance(m, (L.Regularizer, nn.modules.dropout._DropoutNd)) or id(m) in inserted}
 
@@ -54,7 +54,7 @@ def _site_modules(model: nn.Module) -> dict[str, nn.Module]:
 def _hooked_to(model: nn.Module) -> dict[int, tuple[str, str]]:
     """id of an inserted regularizer -> (target path, position)."""
     return {id(getattr(h.host, h.name)): (path, h.position)
-            for path, m in model.named_modules() for _, _, h in _hooks(m)
+            for path, m in model.named_modules() for _, _, h in site_hooks(m)
             if hasattr(h.host, h.name)}
 
 
@@ -103,7 +103,7 @@ def sites(model: nn.Module, example_input: object = None) -> list[Site]:
         seen = shapes.get(path)
         found.append(Site(
             path=path, kind=site_kind(m), p=float(p) if isinstance(p, (int, float)) else None,
-            block_size=getattr(m, "block_size", None) if isinstance(m, _DROPBLOCKS) else None,
+            block_size=getattr(m, "block_size", None) if isinstance(m, DROPBLOCKS) else None,
             map_shape=seen[0] if seen else None, target=target, position=position,
         ))
     return found
@@ -116,7 +116,7 @@ def expected_fraction(module: nn.Module, shape: Sequence[int]) -> float:
     ``calibrated=False`` DropBlock, the exact fraction the paper's gamma gives.
     """
     p = float(getattr(module, "p", 0.0) or 0.0)
-    if not isinstance(module, _DROPBLOCKS) or module.calibrated or p in (0.0, 1.0):
+    if not isinstance(module, DROPBLOCKS) or module.calibrated or p in (0.0, 1.0):
         return p
     spatial = tuple(shape[2:])
     block = clip_block(spatial, v.check_block_size(module.block_size, len(spatial)))

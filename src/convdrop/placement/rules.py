@@ -38,9 +38,12 @@ from torch import nn
 from convdrop import layers as L
 from convdrop.ops import validate as v
 
-_DROPBLOCKS = (L.DropBlock1d, L.DropBlock2d, L.DropBlock3d)
+DROPBLOCKS = (L.DropBlock1d, L.DropBlock2d, L.DropBlock3d)  # also read by placement.budget
 
-__all__ = ["Rule", "regularize", "site_kind", "unregularize"]
+__all__ = [
+    "DROPBLOCKS", "Rule", "inserted_modules", "regularize", "site_hooks", "site_kind",
+    "unregularize",
+]
 
 KINDS = ("dropblock", "dropout", "spatial_dropout")
 POSITIONS = ("after", "before")
@@ -109,7 +112,7 @@ def _build(rule: Rule, target: nn.Module) -> nn.Module:
     if rule.regularizer == "spatial_dropout":
         return L.SpatialDropout(rule.p)
     if rule.regularizer == "dropblock":
-        cls = _DROPBLOCKS[_spatial_dims(target) - 1]
+        cls = DROPBLOCKS[_spatial_dims(target) - 1]
         block = DEFAULT_BLOCK_SIZE if rule.block_size is None else rule.block_size
         return cls(rule.p, block)
     assert callable(rule.regularizer)
@@ -144,16 +147,17 @@ class _ApplySite:
         return regularizer(output)
 
 
-def _hooks(module: nn.Module) -> list[tuple[dict, int, _ApplySite]]:
+def site_hooks(module: nn.Module) -> list[tuple[dict, int, _ApplySite]]:
+    """(hook table, key, hook) of every site hook ``regularize`` registered on ``module``."""
     found = []
     for table in (module._forward_hooks, module._forward_pre_hooks):
         found += [(table, key, h) for key, h in table.items() if isinstance(h, _ApplySite)]
     return found
 
 
-def _inserted(model: nn.Module) -> set[int]:
+def inserted_modules(model: nn.Module) -> set[int]:
     """ids of every module that ``regularize`` inserted into ``model``."""
-    return {id(getattr(h.host, h.name)) for m in model.modules() for _, _, h in _hooks(m)
+    return {id(getattr(h.host, h.name)) for m in model.modules() for _, _, h in site_hooks(m)
             if hasattr(h.host, h.name)}
 
 
@@ -187,7 +191,7 @@ def _host(model: nn.Module, path: str, rule: Rule, module: nn.Module
 
 def _plan(model: nn.Module, rules: list[Rule]) -> list[tuple]:
     """Every (target, host, name, regularizer, position) to add; raises before any change."""
-    skip, planned, plan = _inserted(model), set(), []
+    skip, planned, plan = inserted_modules(model), set(), []
     for rule in rules:
         targets = _targets(model, rule, skip)
         if not targets:
@@ -231,7 +235,7 @@ def regularize(model: nn.Module, rules: Rule | Sequence[Rule]) -> nn.Module:
 def unregularize(model: nn.Module) -> nn.Module:
     """Remove every site ``regularize`` added (hooks and regularizers); returns ``model``."""
     for module in list(model.modules()):
-        for table, key, hook in _hooks(module):
+        for table, key, hook in site_hooks(module):
             del table[key]
             if hook.name in hook.host._modules:
                 delattr(hook.host, hook.name)
@@ -243,7 +247,7 @@ _CHANNEL_DROPOUTS = (L.SpatialDropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 
 def site_kind(module: nn.Module) -> str:
     """"dropblock", "spatial_dropout", "dropout", or the class name in lower case."""
-    if isinstance(module, _DROPBLOCKS):
+    if isinstance(module, DROPBLOCKS):
         return "dropblock"
     if isinstance(module, _CHANNEL_DROPOUTS):
         return "spatial_dropout"

@@ -21,7 +21,6 @@ no better than knowing the map's mean level, below 0 is worse.
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,12 +31,11 @@ import torch.nn.functional as F
 from convdrop._tables import markdown_table
 from convdrop.ops import validate as v
 from convdrop.ops.functional import block_mask, dropout
-from convdrop.viz.masks import check_args, read_image
 
 __all__ = [
-    "FEATURE_CHANNELS", "METHODS", "RECONSTRUCTORS", "Example", "Study", "add_cli",
+    "FEATURE_CHANNELS", "METHODS", "RECON_TITLES", "RECONSTRUCTORS", "Example", "Study",
     "correlation_study", "feature_maps", "reconstruct_linear", "reconstruct_mean",
-    "recoverability", "render_table", "run",
+    "recoverability", "render_table",
 ]
 
 FEATURE_CHANNELS = 8  # output channels of the fixed random 3x3 conv for --source features
@@ -119,7 +117,7 @@ RECONSTRUCTORS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] 
     "mean": reconstruct_mean,
     "linear": reconstruct_linear,
 }
-_RECON_TITLES = {"mean": "neighbour mean", "linear": "3x3 linear fit"}
+RECON_TITLES = {"mean": "neighbour mean", "linear": "3x3 linear fit"}
 
 
 def recoverability(x: torch.Tensor, mask: torch.Tensor, method: str = "mean") -> float:
@@ -195,7 +193,7 @@ class Study:
         else:
             verdict = "no clear difference at this p and block size"
         return (f"dropout's dropped units are {_pct(d)} % recoverable from their neighbours "
-                f"({_RECON_TITLES[rd]}), DropBlock's {_pct(b)} % ({_RECON_TITLES[rb]}): "
+                f"({RECON_TITLES[rd]}), DropBlock's {_pct(b)} % ({RECON_TITLES[rb]}): "
                 f"{verdict}.")
 
 
@@ -247,7 +245,7 @@ def correlation_study(image: torch.Tensor, p: float, block_size: int, trials: in
 def render_table(study: Study) -> str:
     """Markdown: method x reconstructor, recoverable fraction mean ± std over trials."""
     trials = study.scores["dropout", "mean"].numel()
-    header = ["method", "dropped", *(_RECON_TITLES[r] for r in RECONSTRUCTORS)]
+    header = ["method", "dropped", *(RECON_TITLES[r] for r in RECONSTRUCTORS)]
     rows = []
     for method, title in METHODS.items():
         cells = [f"{100 * m:.1f} ± {100 * s:.1f} %"
@@ -262,40 +260,3 @@ def render_table(study: Study) -> str:
     lines += [f"\n{METHODS[m]} dropped nothing in {k} of {trials} trials; they are left out."
               for m, k in skipped.items() if k]
     return "\n".join(lines) + "\n"
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``convdrop correlation``."""
-    parser = subparsers.add_parser(
-        "correlation", help="how much of what dropout and DropBlock drop the neighbours recover",
-        description="Drop units of an image (or of a fixed random conv's feature maps) with "
-        "dropout and with DropBlock at the same p, fill them back from their kept neighbours "
-        "(3x3 mean and 3x3 linear fit), print a markdown table and draw a figure.",
-    )
-    parser.add_argument("--image", metavar="PATH", help="PNG or JPEG (default: a bundled digit 9)")
-    parser.add_argument("--source", choices=("image", "features"), default="image",
-                        help="drop from the image itself or from ReLU(random 3x3 conv) maps")
-    parser.add_argument("--p", type=float, default=0.1, help="drop probability (default 0.1)")
-    parser.add_argument("--block-size", type=int, default=7, help="DropBlock side (default 7)")
-    parser.add_argument("--trials", type=int, default=20, help="masks per method (default 20)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--out", default="correlation.png",
-                        help="output PNG (default correlation.png)")
-    parser.add_argument("--dpi", type=int, default=100, help="figure resolution (default 100)")
-    parser.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Entry point of ``convdrop correlation``."""
-    check_args(args)
-    v.check_number(args.p, "--p", 0, 1, include_low=False, include_high=False,
-                   expected="strictly between 0 and 1 here (something must be both dropped "
-                            "and kept)")
-    study = correlation_study(read_image(args.image), args.p, args.block_size, args.trials,
-                              args.seed, source=args.source)
-    print(render_table(study))
-    print(study.conclusion())
-    from convdrop.viz.correlation_plot import draw_study
-
-    print(f"wrote {draw_study(study, args.out, dpi=args.dpi)}")
-    return 0

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from convdrop.viz.correlation import _RECON_TITLES, METHODS, RECONSTRUCTORS, Study
+from convdrop.viz.correlation import METHODS, RECON_TITLES, RECONSTRUCTORS, Study
 from convdrop.viz.masks import save_figure
 
 __all__ = ["draw_study"]
@@ -42,7 +43,7 @@ def _bars(ax: Any, study: Study) -> None:
             ax.annotate(f"{h:.0f} %", (x, max(h + e, 0)), xytext=(0, 4),
                         textcoords="offset points", ha="center", fontsize=8)
         lowest = min(lowest, *heights)
-    ax.set_xticks(range(len(RECONSTRUCTORS)), [_RECON_TITLES[r] for r in RECONSTRUCTORS])
+    ax.set_xticks(range(len(RECONSTRUCTORS)), [RECON_TITLES[r] for r in RECONSTRUCTORS])
     ax.set_ylim(lowest - 10 if lowest < 0 else 0.0, 112)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_ylabel("recoverable fraction of the dropped signal (%)", fontsize=9)
@@ -53,8 +54,6 @@ def _bars(ax: Any, study: Study) -> None:
 
 def draw_study(study: Study, out: str | Path, dpi: int = 100) -> Path:
     """PNG: each method's holes and both reconstructions (first trial), and the bar chart."""
-    import textwrap
-
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(12.5, 7.4), layout="constrained")
@@ -75,7 +74,7 @@ def draw_study(study: Study, out: str | Path, dpi: int = 100) -> Path:
             score = 100 * example.scores[recon]
             panels.append(fig.add_subplot(grid[row, col]))
             shown = _plain(panels[-1], example.reconstructions[recon][channel],
-                           f"{_RECON_TITLES[recon]}: {score:.0f} % recovered", limits)
+                           f"{RECON_TITLES[recon]}: {score:.0f} % recovered", limits)
     fig.colorbar(shown, ax=panels, shrink=0.6, label="unit value")
     _bars(fig.add_subplot(grid[:, 3]), study)
     shape = "x".join(map(str, study.x.shape))

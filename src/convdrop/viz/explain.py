@@ -17,7 +17,6 @@ is never masked and biases are never dropped.
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +35,7 @@ from convdrop.viz.explain_net import (
 
 __all__ = [
     "EXAMPLE_NET", "ForwardPass", "LayerStep", "ToyLayer", "ToyNet", "Walkthrough",
-    "add_cli", "load_net", "parse_net", "render_markdown", "render_text", "run", "to_json",
+    "load_net", "parse_net", "render_markdown", "render_text", "to_json",
     "walkthrough",
 ]
 
@@ -253,40 +252,3 @@ def to_json(result: Walkthrough) -> str:
     """
     body = {**_pass_dict(result.training), "inference": _pass_dict(result.inference)}
     return json.dumps(body, indent=2)
-
-
-# ---------------------------------------------------------------- command line
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``convdrop explain``."""
-    parser = subparsers.add_parser(
-        "explain",
-        help="walk through dropout on a toy fully connected net, step by step",
-        description="Compute a toy fully connected net by hand with explicit dropout masks, "
-        "then the same net at inference. Without --file a built-in 2 -> 3 -> 2 -> 2 example runs.",
-    )
-    parser.add_argument("--file", metavar="NET_JSON", help="JSON net: x, layers, masks, p, scaling")
-    out = parser.add_mutually_exclusive_group()
-    out.add_argument("--format", choices=("text", "markdown"), default="text")
-    out.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("--p", type=float, default=None, help="override the drop probability")
-    parser.add_argument("--scaling", choices=("inverted", "none"), default=None,
-                        help="override the scaling convention")
-    parser.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Load the net (file or built-in), apply overrides, print the walkthrough."""
-    net = load_net(args.file) if args.file else EXAMPLE_NET
-    overrides = {k: getattr(args, k) for k in ("p", "scaling") if getattr(args, k) is not None}
-    if overrides and isinstance(net, dict):
-        net = {**net, **overrides}
-    result = walkthrough(net)
-    if args.json:
-        print(to_json(result))
-    elif args.format == "markdown":
-        print(render_markdown(result), end="")
-    else:
-        print(render_text(result), end="")
-    return 0

@@ -26,7 +26,6 @@ Conventions (the panel titles repeat the essentials):
 
 from __future__ import annotations
 
-import argparse
 import math
 from functools import partial
 from pathlib import Path
@@ -42,9 +41,9 @@ from convdrop.ops.functional import block_mask, cutout_mask, dropout, spatial_dr
 from convdrop.placement.schedules import linear
 
 __all__ = [
-    "DIGIT_INDEX", "DIGIT_SIZE", "MAX_IMAGE_SIZE", "STACK_CHANNELS", "add_cli", "cutout_side",
+    "DIGIT_INDEX", "DIGIT_SIZE", "MAX_IMAGE_SIZE", "STACK_CHANNELS", "cutout_side",
     "default_image", "draw_masks", "load_image", "mask_panels", "read_image",
-    "run", "save_figure", "schedule_curve",
+    "save_figure", "schedule_curve",
 ]
 
 DIGIT_INDEX = 39  # a "9" with a closed loop in sklearn.datasets.load_digits()
@@ -250,41 +249,3 @@ def _draw_schedule(ax: Any, curve: torch.Tensor, p: float) -> None:
     ax.set_ylabel("drop rate", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.set_box_aspect(1)
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``convdrop masks``."""
-    parser = subparsers.add_parser(
-        "masks", help="draw dropout, spatial dropout, DropBlock and Cutout masks on one image",
-        description="Draw the masks of every method at the same p from the real ops (seeded), "
-        "the masked images and the linear drop-rate schedule, as one PNG.",
-    )
-    parser.add_argument("--image", metavar="PATH", help="PNG or JPEG (default: a bundled digit 9)")
-    parser.add_argument("--p", type=float, default=0.1, help="drop probability (default 0.1)")
-    parser.add_argument("--block-size", type=int, default=7, help="DropBlock side (default 7)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--steps", type=int, default=1000,
-                        help="steps of the linear drop-rate ramp (default 1000)")
-    parser.add_argument("--out", default="masks.png", help="output PNG (default masks.png)")
-    parser.add_argument("--dpi", type=int, default=100, help="figure resolution (default 100)")
-    parser.set_defaults(func=run)
-
-
-def check_args(args: argparse.Namespace) -> None:
-    """Validate the flags shared with ``convdrop correlation``; errors name the flag."""
-    v.check_p(args.p, "--p")
-    v.check_positive_int(args.block_size, "--block-size")
-    for flag in ("steps", "trials", "dpi"):
-        if hasattr(args, flag):
-            v.check_positive_int(getattr(args, flag), "--" + flag)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Entry point of ``convdrop masks``."""
-    check_args(args)
-    panels = mask_panels(read_image(args.image), args.p, args.block_size, args.seed,
-                         steps=args.steps)
-    out = draw_masks(panels, args.out, p=args.p, block_size=args.block_size, seed=args.seed,
-                     dpi=args.dpi)
-    print(f"wrote {out}")
-    return 0

@@ -39,7 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
-from convdrop.errors import UserError
+from convdrop.errors import DataError
+from convdrop.lab.data.builtin import SYNTHETIC_CLASSES, make_synthetic, read_digits
+from convdrop.lab.data.cifar import read_cifar
+from convdrop.lab.data.folder import read_image_folder
 from convdrop.lab.data.split import split_off, subset
 from convdrop.ops import validate as v
 
@@ -50,9 +53,8 @@ DIGITS_FRACTIONS = (0.6, 0.2, 0.2)  # train, val, test
 CIFAR_VAL_SIZE = 5000
 DEFAULT_IMAGE_SIZE = 32
 
-
-class DataError(UserError, ValueError):
-    """A dataset could not be read: a bad spec, path, layout or file."""
+# DataError lives in convdrop.errors (the readers raise it too); it stays importable from here.
+__all__ = ["DataError", "Datasets", "load_dataset", "normalize", "parse_spec"]
 
 
 @dataclass(frozen=True)
@@ -138,20 +140,14 @@ def load_dataset(
 def _read(kind: str, path: Path | None, size: int) -> Datasets:
     """The full splits of one kind, before any subset and without statistics."""
     if kind == "digits":
-        from convdrop.lab.data.builtin import read_digits
-
         splits = _split_three(*read_digits(), DIGITS_FRACTIONS, size)
         return _assemble(splits, tuple(str(i) for i in range(10)), "digits", size)
     if kind == "synthetic":
-        from convdrop.lab.data.builtin import SYNTHETIC_CLASSES, make_synthetic
-
         splits = {s: make_synthetic(s, size) for s in ("train", "val", "test")}
         return _assemble(splits, SYNTHETIC_CLASSES, "synthetic", size)
     if path is None:  # parse_spec guarantees a path for the remaining kinds
         raise DataError(f"dataset kind {kind!r} needs a path: '{kind}:PATH'")
     if kind == "folder":
-        from convdrop.lab.data.folder import read_image_folder
-
         splits, classes, test_is_val = read_image_folder(path, size)
         return _assemble(splits, classes, f"folder:{path.name}", size, test_is_val)
     splits, classes = _load_cifar(kind, path, size)
@@ -208,8 +204,6 @@ def _split_three(images: torch.Tensor, labels: torch.Tensor, fractions: tuple[fl
 def _load_cifar(kind: str, path: Path, size: int) -> tuple[
         dict[str, tuple[torch.Tensor, torch.Tensor]], tuple[str, ...]]:
     """CIFAR train batches split into train/val, plus the test batch, as [0, 1] floats."""
-    from convdrop.lab.data.cifar import read_cifar
-
     train_x, train_y, test_x, test_y, classes = read_cifar(kind, path)
     labels = torch.from_numpy(train_y)
     n_val = min(CIFAR_VAL_SIZE, max(1, len(labels) // 10))

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from convdrop.lab.data import DataError
+from convdrop.errors import DataError
 
 try:  # numpy >= 2
     from numpy._core.multiarray import _reconstruct

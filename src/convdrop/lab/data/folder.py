@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from convdrop._image_io import decode_image
-from convdrop.lab.data import DataError
+from convdrop.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 LAYOUT = "root/train/<class>/*.png|jpg|jpeg, root/val/<class>/..., optional root/test/<class>/..."

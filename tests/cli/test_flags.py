@@ -6,10 +6,7 @@ import argparse
 
 import pytest
 
-from convdrop import flags
-from convdrop.cli import build_parser
-from convdrop.lab import runner as compare
-from convdrop.lab import train
+from convdrop.cli import build_parser, compare, flags, train
 from convdrop.lab.spec import ExperimentSpec
 
 SHARED_ARGV = [

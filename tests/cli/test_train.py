@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from convdrop.cli import main
-from convdrop.lab.run import RunPaths, execute, read_metrics
+from convdrop.lab.run import execute
 from convdrop.lab.spec import build_spec
+from convdrop.lab.store import RunPaths, read_metrics
 
 METHOD = "dropblock_scheduled"  # linear ramp to p = 0.1
 # 48 examples, batch 16: 3 optimizer steps per epoch.

@@ -6,6 +6,7 @@ import pytest
 
 from convdrop import cli
 from convdrop.cli import main
+from convdrop.cli.checks import as_argument_error
 from convdrop.errors import (
     ArgumentError,
     LaunchError,
@@ -14,8 +15,9 @@ from convdrop.errors import (
     SpecError,
     UserError,
 )
-from convdrop.lab import runner as compare
+from convdrop.lab import runner
 from convdrop.ops import native as _native
+from convdrop.ops import validate as v
 
 FAST = ["--data", "synthetic", "--epochs", "1", "--seeds", "1", "--methods", "control",
         "--workers", "1", "--quiet"]
@@ -56,7 +58,7 @@ def test_a_bug_shows_its_traceback_and_asks_for_a_report(tmp_path, capsys, monke
     def broken(*args, **kwargs):
         raise ValueError("an internal invariant broke")
 
-    monkeypatch.setattr(compare, "compare", broken)
+    monkeypatch.setattr(runner, "compare", broken)
     assert main(["compare", *FAST, "--out", str(tmp_path)]) == cli.EXIT_BUG
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err
@@ -68,7 +70,7 @@ def test_a_bug_shows_its_traceback_and_asks_for_a_report(tmp_path, capsys, monke
 
 @pytest.mark.parametrize("argv", [["masks", "--p", "2"], ["bench", "--block-size", "0"],
                                   ["correlation", "--trials", "0"]])
-def test_commands_that_check_flags_with_value_error_still_answer_in_one_line(
+def test_bad_flags_of_bench_masks_and_correlation_are_one_line_errors(
         tmp_path, capsys, monkeypatch, argv):
     monkeypatch.delenv("CONVDROP_DEBUG", raising=False)
     assert main([*argv, "--out", str(tmp_path / "x.png")] if argv[0] != "bench" else argv) == 2
@@ -81,3 +83,20 @@ def test_a_bad_convdrop_native_is_a_user_error(capsys, monkeypatch):
     monkeypatch.setattr(_native, "_enabled", None)
     assert main(["explain"]) == 2
     assert "CONVDROP_NATIVE must be one of" in capsys.readouterr().err
+
+
+def test_flag_checks_turn_value_errors_into_argument_errors():
+    with pytest.raises(ArgumentError, match="--p must be a probability"):
+        with as_argument_error():
+            v.check_p(2.0, "--p")
+    with pytest.raises(SpecError):  # a user error already: kept as it is
+        with as_argument_error():
+            raise SpecError("experiment.epochs")
+    with pytest.raises(RuntimeError):  # anything else is still a bug
+        with as_argument_error():
+            raise RuntimeError("broken")
+
+
+def test_a_bad_convdrop_native_is_a_value_error_of_the_ops():
+    assert issubclass(_native.NativeSettingError, ValueError)
+    assert not issubclass(_native.NativeSettingError, UserError)  # the cli maps it

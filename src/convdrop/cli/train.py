@@ -22,16 +22,23 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
-from convdrop import flags
-from convdrop.errors import ArgumentError, RunFolderError
+from convdrop.cli import flags
+from convdrop.errors import ArgumentError
+from convdrop.lab.distributed import check_sync_bn, per_rank_batch, process_group
+from convdrop.lab.run import execute
 from convdrop.lab.spec import ExperimentSpec
-
-if TYPE_CHECKING:
-    from convdrop.lab.run import Progress, RunPaths
+from convdrop.lab.store import (
+    Progress,
+    RunPaths,
+    check_unfinished,
+    finished_result,
+    read_metrics,
+    write_config,
+)
 
 Seed = Annotated[int, Field(ge=0, lt=2**32)]  # what torch and numpy take
 
@@ -53,8 +60,6 @@ def train_spec(args: argparse.Namespace) -> tuple[ExperimentSpec, str]:
 def _reporter(paths: RunPaths, say: Callable[[str], None], stop_after: int | None
               ) -> Progress:
     """A progress callback: one line per epoch (rank 0), and the ``--stop-after`` stop."""
-    from convdrop.lab.run import read_metrics
-
     calls = [0]
 
     def progress(done: int, total: int) -> None:
@@ -80,10 +85,6 @@ def _silent(text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``convdrop train`` (every torchrun process runs it)."""
-    from convdrop import _io
-    from convdrop.lab.distributed import check_sync_bn, per_rank_batch, process_group
-    from convdrop.lab.run import RunPaths, execute, finished_result
-
     spec, method = train_spec(args)
     paths = RunPaths.of(Path(args.out), method, args.seed)
     with process_group(spec.device) as dist:
@@ -92,16 +93,12 @@ def run(args: argparse.Namespace) -> int:
         if done is not None:
             say(f"{paths.root} already holds this finished run; nothing to do")
             return _summary(done, paths, say)
-        if paths.checkpoint.is_file() and not args.resume:
-            raise RunFolderError(f"{paths.root} holds an unfinished run "
-                                 f"({paths.checkpoint.name}); pass --resume to continue it, "
-                                 "or choose another --out")
+        check_unfinished(paths, resume=args.resume)
         per_rank_batch(spec.batch_size, dist.world_size)
         check_sync_bn(args.sync_bn, dist)
         if dist.is_writer:
-            _io.write_json(paths.config, {
-                "method": method, "seed": args.seed, "world_size": dist.world_size,
-                "sync_bn": args.sync_bn, "spec": spec.model_dump()})
+            write_config(paths, spec, method, args.seed, world_size=dist.world_size,
+                         sync_bn=args.sync_bn)
         say(f"convdrop train {method} seed {args.seed} on {spec.data} / {spec.model}, "
             f"{spec.epochs} epochs, world size {dist.world_size} -> {paths.root}")
         try:

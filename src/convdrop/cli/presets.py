@@ -1,0 +1,19 @@
+"""``convdrop presets``: list the built-in experiments."""
+
+from __future__ import annotations
+
+import argparse
+
+from convdrop.lab.presets import describe_presets
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``convdrop presets``."""
+    parser = subparsers.add_parser("presets", help="list the built-in experiments")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``convdrop presets``."""
+    print(describe_presets())
+    return 0
