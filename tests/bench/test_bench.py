@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -38,7 +40,8 @@ def test_model_overhead_table_has_every_figure():
     rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| ")][1:]
     assert [row[0] for row in rows] == [
         "| resnet18_cifar, DropBlock layers at p=0", "| the same at p=0 again (noise check)",
-        "| the same, DropBlock p=0.1 (groups 3-4)", "| its 12 DropBlock layers alone, replayed"]
+        "| the same, DropBlock p=0.1 (12 sites, per channel)",
+        "| its 12 DropBlock layers alone, replayed"]
     assert all(float(row[1]) > 0 for row in rows)
 
 
@@ -49,3 +52,17 @@ def test_paired_overhead_is_the_median_ratio():
     assert timed["base"] == (10.0, 0.0)
     assert timed["other"][0] == 11.5
     assert timed["other"][1] == pytest.approx(0.1)  # ratios 1.1, 1.1, 1.2, 1.1
+
+
+def test_cuda_setting_is_the_resnet50_step_with_timm_beside_it():
+    """The CUDA table (ResNet-50, 36 sites, bf16 autocast, channels_last, timm's 9 sites),
+    run here on the CPU at 32x32 with a batch of 2 so the code path is checked."""
+    assert bench_model.step_setup("cuda", quick=False) == bench_model.CUDA_STEP
+    assert bench_model.CUDA_STEP.batch == 128 and bench_model.CUDA_STEP.image == 224
+    assert bench_model.step_setup("cpu", quick=False) == bench_model.CPU_STEP
+    tiny = replace(bench_model.CUDA_STEP, image=32, batch=2, classes=10)
+    text = bench_model.model_overhead(quick=True, device="cpu", repeats=1, setup=tiny)
+    assert "ResNet-50 training step, batch 2, 32x32, bfloat16 autocast, channels_last" in text
+    assert "DropBlock p=0.1 (36 sites, per channel)" in text
+    assert "its 36 DropBlock layers alone" in text
+    assert "timm resnet50, drop_block_rate=0.1 (9 shared-mask sites)" in text
