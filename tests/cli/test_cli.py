@@ -78,11 +78,13 @@ def test_bad_flags_of_bench_masks_and_correlation_are_one_line_errors(
     assert len(err) == 1 and err[0].startswith(f"convdrop {argv[0]}: error: --")
 
 
-def test_a_bad_convdrop_native_is_a_user_error(capsys, monkeypatch):
-    monkeypatch.setenv("CONVDROP_NATIVE", "maybe")
-    monkeypatch.setattr(_native, "_enabled", None)
+@pytest.mark.parametrize("variable,value", [("CONVDROP_NATIVE", "maybe"),
+                                            ("CONVDROP_BACKEND", "cuda")])
+def test_a_bad_backend_variable_is_a_user_error(capsys, monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
     assert main(["explain"]) == 2
-    assert "CONVDROP_NATIVE must be one of" in capsys.readouterr().err
+    err = _lines(capsys.readouterr().err)
+    assert len(err) == 1 and f"{variable} must be one of" in err[0] and repr(value) in err[0]
 
 
 def test_flag_checks_turn_value_errors_into_argument_errors():

@@ -154,7 +154,7 @@ def test_a_bad_environment_value_fails_on_first_use_with_one_clear_error():
     code = "import torch, convdrop; convdrop.drop_block(torch.ones(1, 1, 4, 4), 0.5, 2)"
     result = run_python(code, CONVDROP_BACKEND="cuda")
     assert result.returncode != 0
-    assert ("ValueError: CONVDROP_BACKEND must be one of auto, cpu-kernel, torch, "
+    assert ("NativeSettingError: CONVDROP_BACKEND must be one of auto, cpu-kernel, torch, "
             "torch-generic, triton; got 'cuda'") in result.stderr
 
 

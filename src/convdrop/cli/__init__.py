@@ -59,11 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_environment() -> None:
-    """Variables read deep inside the ops, checked here so a bad value is a user error."""
-    if "CONVDROP_NATIVE" not in os.environ:
-        return
+    """``CONVDROP_BACKEND`` and ``CONVDROP_NATIVE`` are read deep inside the ops; checked here
+    first, so a bad value is one user-error line before anything runs."""
     try:
-        native.active()  # reads CONVDROP_NATIVE (when the kernel is built)
+        native.backend_from(os.environ)
     except native.NativeSettingError as err:
         raise ArgumentError(str(err)) from err
 

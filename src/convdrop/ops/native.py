@@ -28,7 +28,7 @@ uses it to time both paths).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 
 import torch
@@ -50,7 +50,7 @@ _SWITCH = {"1": True, "true": True, "on": True, "yes": True,
 
 
 class NativeSettingError(ValueError):
-    """``CONVDROP_NATIVE`` holds a value that is neither on nor off."""
+    """``CONVDROP_BACKEND`` or ``CONVDROP_NATIVE`` holds a value that is not one of theirs."""
 
 
 def _from_environment(value: str) -> bool:
@@ -70,21 +70,26 @@ def _backend_from_environment(value: str) -> str:
     """``CONVDROP_BACKEND``: one of :data:`BACKENDS`, case and spaces ignored."""
     key = value.strip().lower()
     if key not in BACKENDS:
-        raise ValueError(f"CONVDROP_BACKEND must be one of {', '.join(BACKENDS)}; "
-                         f"got {value!r}")
+        raise NativeSettingError(f"CONVDROP_BACKEND must be one of {', '.join(BACKENDS)}; "
+                                 f"got {value!r}")
     return key
+
+
+def backend_from(environ: Mapping[str, str]) -> str:
+    """The backend ``environ`` asks for: ``CONVDROP_BACKEND``, else ``torch`` when
+    ``CONVDROP_NATIVE`` is off, else ``auto``. Raises :class:`NativeSettingError`."""
+    value = environ.get("CONVDROP_BACKEND")
+    if value is not None:
+        return _backend_from_environment(value)
+    return "auto" if _from_environment(environ.get("CONVDROP_NATIVE", "1")) else "torch"
 
 
 def _from_variables() -> tuple[str, str]:
     """(backend, "") from the environment, or ("", the error) for a bad value."""
     try:
-        value = os.environ.get("CONVDROP_BACKEND")
-        if value is not None:
-            return _backend_from_environment(value), ""
-        native = _from_environment(os.environ.get("CONVDROP_NATIVE", "1"))
-    except ValueError as err:
+        return backend_from(os.environ), ""
+    except NativeSettingError as err:
         return "", str(err)
-    return ("auto" if native else "torch"), ""
 
 
 # Read at import so a compiled graph guards on a constant; a bad value raises on first use.
@@ -92,10 +97,10 @@ _backend, _BAD_VALUE = _from_variables()
 
 
 def backend() -> str:
-    """The backend in force: :func:`forced`'s, else ``CONVDROP_BACKEND``, else ``torch`` when
-    ``CONVDROP_NATIVE`` is off, else ``auto``."""
+    """The backend in force: :func:`forced`'s, else the one the environment asked for at
+    import (see :func:`backend_from`)."""
     if not _backend:
-        raise ValueError(_BAD_VALUE)
+        raise NativeSettingError(_BAD_VALUE)
     return _backend
 
 
