@@ -6,9 +6,32 @@ module, in any subfolder, can import these.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 
 def gen(seed: int = 0) -> torch.Generator:
     """A CPU generator seeded with ``seed``: every statistical test draws from one."""
     return torch.Generator().manual_seed(seed)
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def write_image(path: Path, mode: str, size: tuple[int, int]) -> Path:
+    """A flat image of ``size`` (width, height) in Pillow ``mode`` ("L" or "RGB") at ``path``."""
+    from PIL import Image  # the lab extra: only the picture tests need it
+
+    Image.new(mode, size, 128 if mode == "L" else (200, 50, 25)).save(path)
+    return path
+
+
+def assert_png(path: Path) -> None:
+    """``path`` is a PNG figure larger than 100x100 pixels."""
+    from PIL import Image
+
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    with Image.open(path) as img:
+        assert img.format == "PNG"
+        assert img.width > 100 and img.height > 100

@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from PIL import Image
 
 from convdrop import cli
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _write(path: Path, mode: str, size: tuple[int, int]) -> Path:
-    colour = 128 if mode == "L" else (200, 50, 25)
-    Image.new(mode, size, colour).save(path)
-    return path
-
-
-def assert_png(path: Path) -> None:
-    assert path.read_bytes()[:8] == PNG_SIGNATURE
-    with Image.open(path) as img:
-        assert img.format == "PNG"
-        assert img.width > 100 and img.height > 100
+from conftest import assert_png, write_image
 
 
 def test_cli_masks_writes_png(tmp_path, capsys):
@@ -33,7 +17,7 @@ def test_cli_masks_writes_png(tmp_path, capsys):
 
 
 def test_cli_masks_with_image(tmp_path):
-    source = _write(tmp_path / "in.jpg", "RGB", (50, 40))
+    source = write_image(tmp_path / "in.jpg", "RGB", (50, 40))
     out = tmp_path / "masks.png"
     argv = ["masks", "--image", str(source), "--out", str(out), "--dpi", "30", "--seed", "5"]
     assert cli.main(argv) == 0

@@ -20,7 +20,7 @@ from convdrop.viz.correlation import (
 from convdrop.viz.correlation_plot import draw_study
 from convdrop.viz.masks import default_image
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+from conftest import PNG_SIGNATURE
 
 
 @pytest.fixture(scope="module")

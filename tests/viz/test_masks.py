@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 from convdrop.viz.masks import (
     DIGIT_SIZE,
@@ -21,26 +19,14 @@ from convdrop.viz.masks import (
     schedule_curve,
 )
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+from conftest import assert_png, write_image
+
 MASKED = ("dropout", "spatial_dropout", "drop_block", "drop_block_shared", "cutout")
 
 
 @pytest.fixture(scope="module")
 def digit() -> torch.Tensor:
     return default_image()
-
-
-def _write(path: Path, mode: str, size: tuple[int, int]) -> Path:
-    colour = 128 if mode == "L" else (200, 50, 25)
-    Image.new(mode, size, colour).save(path)
-    return path
-
-
-def assert_png(path: Path) -> None:
-    assert path.read_bytes()[:8] == PNG_SIGNATURE
-    with Image.open(path) as img:
-        assert img.format == "PNG"
-        assert img.width > 100 and img.height > 100
 
 
 def test_default_image_is_an_upsampled_digit(digit):
@@ -57,7 +43,7 @@ def test_default_image_is_an_upsampled_digit(digit):
     ("RGBA", (20, 20), (3, 20, 20), ".png"),  # alpha is dropped
 ])
 def test_load_image_modes_and_sizes(tmp_path, mode, size, expected, suffix):
-    image = load_image(_write(tmp_path / f"x{suffix}", mode, size))
+    image = load_image(write_image(tmp_path / f"x{suffix}", mode, size))
     assert tuple(image.shape) == expected and max(expected[1:]) <= MAX_IMAGE_SIZE
     assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
     if mode == "L" and suffix == ".png":
