@@ -168,3 +168,17 @@ def test_no_op_that_reads_data_back_on_real_tensors(forced_generic, shared, scal
             .backward()
         block_mask(x.shape, 0.1, 7, shared_channels=shared, generator=gen(14))
     assert "randint" in ops.names and not ops.names & SYNCING, ops.names & SYNCING
+
+
+def test_float16_batch_factor_saturates_instead_of_overflowing():
+    """As on the CPU paths: one kept unit of 90,000 gives 65504, not inf."""
+    x = torch.ones(1, 1, 300, 300, dtype=torch.float16)
+    geometry = Geometry.of(tuple(x.shape), (1, 1), False)
+    for seed in range(60):
+        seeds = generic.draw_seed_map(geometry, 0.99999, torch.Generator().manual_seed(seed),
+                                      x.device)
+        if int((~seeds).sum()) == 1:
+            out, factor, _ = generic.forward(x, seeds, geometry, "batch", 0.99999)
+            assert float(factor) == 65504.0 and float(out.max()) == 65504.0
+            return
+    pytest.fail("no draw kept exactly one unit")

@@ -292,6 +292,20 @@ def test_nothing_dropped_at_gamma_zero():
     assert float(factor) == 1.0 and torch.equal(out, x)
 
 
+def test_float16_batch_factor_saturates_instead_of_overflowing():
+    """One kept unit of 90,000 at gamma just below 1: the factor 90,000 is above float16's
+    65504, so it is held at 65504 (the CPU paths do the same)."""
+    x = torch.ones(1, 1, 300, 300, device=DEVICE, dtype=torch.float16)
+    for i in range(40):
+        mask = tdb.mask(tuple(x.shape), seed_of(i), 0.99999, (1, 1), False)
+        if int((~mask).sum()) == 1:
+            out, factor = tdb.forward(x, seed_of(i), 0.99999, (1, 1), False, "batch", 0.99999)
+            assert float(factor) == 65504.0 and float(out.max()) == 65504.0
+            assert torch.isfinite(out).all()
+            return
+    pytest.fail("no seed kept exactly one unit")
+
+
 def test_seeds_decide_the_mask():
     a = tdb.mask((4, 4, 8, 8), seed_of(21), 0.1, (3, 3), False)
     assert torch.equal(a, tdb.mask((4, 4, 8, 8), seed_of(21), 0.1, (3, 3), False))

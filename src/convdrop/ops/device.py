@@ -121,7 +121,9 @@ def forward(x: torch.Tensor, seeds: torch.Tensor, geometry: Geometry, scale: str
     """x (N, C, *spatial), seeds bool (maps, *valid) -> (out like x, factor 0-dim float32,
     bit-packed seeds uint8 (ceil(trials / 8),))."""
     dropped = paint(seeds, geometry)
-    factor = batch_factor(dropped, geometry, scale, p)
+    # Saturate rather than overflow: float16 holds factors up to 65504 only.
+    limit = torch.finfo(x.dtype if x.dtype != torch.float64 else torch.float32).max
+    factor = batch_factor(dropped, geometry, scale, p).clamp(max=limit)
     return scaled_and_zeroed(x, dropped, factor), factor, pack_bits(seeds)
 
 

@@ -72,13 +72,16 @@ if triton is not None:
         return r.to(tl.int64) < threshold  # r is uint32: zero-extended, so P = t / 2**32
 
     @triton.jit
-    def _factor(counter_ptr, factor_ptr, numel, factor_value, FACTOR: tl.constexpr):
-        """float32 multiplier: numel / kept from the counter (0 when nothing is kept),
-        the constant ``factor_value``, or the forward's, loaded."""
+    def _factor(counter_ptr, factor_ptr, numel, factor_value, factor_limit,
+                FACTOR: tl.constexpr):
+        """float32 multiplier: numel / kept from the counter (0 when nothing is kept; at
+        most ``factor_limit``, the output dtype's largest value, so float16 saturates
+        rather than overflows), the constant ``factor_value``, or the forward's, loaded."""
         if FACTOR == 0:
             total = numel + tl.zeros((), tl.int64)  # numel == 1 would arrive as a constexpr
             kept = total - tl.load(counter_ptr)
             ratio = total.to(tl.float64) / tl.maximum(kept, 1).to(tl.float64)
+            ratio = tl.minimum(ratio, factor_limit + tl.zeros((), tl.float64))
             factor = tl.where(kept > 0, ratio, 0.0).to(tl.float32)
         elif FACTOR == 1:
             factor = factor_value + tl.zeros((), tl.float32)  # a float when interpreted
@@ -111,7 +114,7 @@ if triton is not None:
                     C, H, W, VH, VW, KH, KW,
                     s_n, s_c, s_h, s_w, d_n, d_c, d_h, d_w,
                     chunks, tiles, tiles_w, out_h, out_w, halo_h, halo_w, numel, factor_value,
-                    MODE: tl.constexpr, FACTOR: tl.constexpr, SHARED: tl.constexpr,
+                    factor_limit, MODE: tl.constexpr, FACTOR: tl.constexpr, SHARED: tl.constexpr,
                     BC: tl.constexpr, MR: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
                     WIDE: tl.constexpr):
         pid = tl.program_id(0)  # one grid axis: the others are capped at 65535
@@ -157,7 +160,8 @@ if triton is not None:
             if MODE == 2:
                 tl.store(dst_ptr + d_off, dropped, mask=ok)
             else:
-                factor = _factor(counter_ptr, factor_ptr, numel, factor_value, FACTOR)
+                factor = _factor(counter_ptr, factor_ptr, numel, factor_value, factor_limit,
+                                 FACTOR)
                 if FACTOR != 2:  # one program publishes the factor for backward
                     if pid == 0:
                         tl.store(factor_ptr, factor)
@@ -222,6 +226,13 @@ def _seed_bits(shape: tuple[int, ...], seed: torch.Tensor, gamma: float,
     return bits
 
 
+def _factor_limit(out: torch.Tensor | None) -> float:
+    """The largest factor the output dtype holds (float32's for float64: the factor is fp32)."""
+    floating = out is not None and out.is_floating_point()  # a mask launch writes bools
+    dtype = out.dtype if floating and out.dtype != torch.float64 else torch.float32
+    return float(torch.finfo(dtype).max)
+
+
 def _launch(bits: torch.Tensor, shape: tuple[int, ...], block: tuple[int, ...],
             shared: bool, mode: int, src: torch.Tensor | None = None,
             dst: torch.Tensor | None = None, counter: torch.Tensor | None = None,
@@ -251,8 +262,8 @@ def _launch(bits: torch.Tensor, shape: tuple[int, ...], block: tuple[int, ...],
         factor if factor is not None else dummy,
         c, h, w, h - kh + 1, w - kw + 1, kh, kw, *s, *d,
         chunks, tiles_h * tiles_w, tiles_w, out_h, out_w, halo_h, halo_w, numel, factor_value,
-        MODE=mode, FACTOR=factor_mode, SHARED=shared, BC=bc, MR=1 if shared else bc,
-        TH=th, TW=tw, WIDE=wide > _INT32_LIMIT // 2,
+        _factor_limit(dst), MODE=mode, FACTOR=factor_mode, SHARED=shared, BC=bc,
+        MR=1 if shared else bc, TH=th, TW=tw, WIDE=wide > _INT32_LIMIT // 2,
         num_warps=8 if bc * th * tw >= 4096 else 4)
 
 
