@@ -102,10 +102,15 @@ def _count(seeds: torch.Tensor, painter: Painter | FusedPainter, out: torch.Tens
 
 def _resolve_scale(scale: str, p: float, seeds: torch.Tensor,
                    painter: Painter | FusedPainter, out: torch.Tensor) -> float:
-    """The forward's multiplier; counting distinct dropped units only for "batch"."""
+    """The forward's multiplier; counting distinct dropped units only for "batch".
+
+    Saturated at ``out``'s largest value rather than overflowing: float16 holds factors up
+    to 65504 only."""
     if p >= 1.0 or scale == "expected":
-        return scale_factor(scale, p, painter.geometry.numel, None)
-    return scale_factor(scale, p, painter.geometry.numel, _count(seeds, painter, out))
+        factor = scale_factor(scale, p, painter.geometry.numel, None)
+    else:
+        factor = scale_factor(scale, p, painter.geometry.numel, _count(seeds, painter, out))
+    return min(factor, torch.finfo(out.dtype).max)
 
 
 def _painter(seeds: torch.Tensor, geometry: Geometry, source: torch.Tensor,
@@ -135,8 +140,6 @@ class DropBlockFunction(torch.autograd.Function):
         out = x if inplace else torch.empty_like(x)
         painter = None if p >= 1.0 else _painter(seeds, geometry, x, out)
         ctx.scale = 0.0 if painter is None else _resolve_scale(scale, p, seeds, painter, out)
-        # Saturate rather than overflow: float16 holds factors up to 65504 only.
-        ctx.scale = min(ctx.scale, torch.finfo(x.dtype).max)
         _apply(x, out, painter, ctx.scale)
         ctx.geometry, ctx.strides = geometry, tuple(out.stride())
         ctx.fused = isinstance(painter, FusedPainter)

@@ -8,7 +8,8 @@ it on ``meta`` tensors (they have no data, so any such question raises):
 1. one uniform draw per valid position, ``seeds = U < gamma``: bool (maps, *valid);
    U is a 31-bit integer compared with ``round(gamma * 2**31)``, so rates are exact to
    2**-31 (float32 ``rand`` would round gamma to 2**-24);
-2. blocks painted by a max-pool over the padded seed grid (as ``_sampling.dense_mask``);
+2. blocks painted by a separable dilation of the seed grid, one dimension at a time on
+   bytes (the same mask as ``sampling.dense_mask``'s max-pool);
 3. kept units counted on the device, and the batch factor a 0-dim float32 device tensor,
    ``where(kept > 0, numel / kept, 0)``; then ``out = x * factor`` with the blocks zeroed.
 

@@ -32,7 +32,7 @@ from convdrop.ops.sampling import Geometry, sample_seeds
 
 try:
     from convdrop.ops import triton_kernel as _triton
-except ImportError:  # not written yet, or triton missing: CUDA takes the generic path
+except ImportError:  # triton missing (a CPU-only torch): CUDA takes the generic path
     _triton = None
 
 Tensor = torch.Tensor
