@@ -129,6 +129,15 @@ def _apply(source: torch.Tensor, out: torch.Tensor, painter: Painter | FusedPain
     return painter.apply(source, out, scale)
 
 
+def _scale_into(x: torch.Tensor, out: torch.Tensor, seeds: torch.Tensor, geometry: Geometry,
+                scale: str, p: float) -> tuple[Painter | FusedPainter | None, float]:
+    """out = x * factor with the seeds' blocks zeroed; returns (the painter, the factor)."""
+    painter = None if p >= 1.0 else _painter(seeds, geometry, x, out)
+    factor = 0.0 if painter is None else _resolve_scale(scale, p, seeds, painter, out)
+    _apply(x, out, painter, factor)
+    return painter, factor
+
+
 class DropBlockFunction(torch.autograd.Function):
     """y = x * scale * keep_mask; backward zeroes the same units of the gradient."""
 
@@ -138,9 +147,7 @@ class DropBlockFunction(torch.autograd.Function):
         scale: str, p: float, inplace: bool,
     ) -> torch.Tensor:
         out = x if inplace else torch.empty_like(x)
-        painter = None if p >= 1.0 else _painter(seeds, geometry, x, out)
-        ctx.scale = 0.0 if painter is None else _resolve_scale(scale, p, seeds, painter, out)
-        _apply(x, out, painter, ctx.scale)
+        painter, ctx.scale = _scale_into(x, out, seeds, geometry, scale, p)
         ctx.geometry, ctx.strides = geometry, tuple(out.stride())
         ctx.fused = isinstance(painter, FusedPainter)
         ctx.dense = painter is not None and painter.dense
@@ -153,16 +160,11 @@ class DropBlockFunction(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         (saved,) = ctx.saved_tensors
         if ctx.fused:  # seeds were saved: any painter can be rebuilt for the gradient
-            grad = grad.contiguous()
-            grad_in = torch.empty_like(grad)
-        else:
-            # Same layout as the forward output, so the saved corner offsets apply as they are.
-            grad_in = torch.empty_strided(grad.shape, ctx.strides, dtype=grad.dtype,
-                                          device=grad.device)
-        painter = None
-        if ctx.scale != 0.0:
-            painter = (_painter(saved, ctx.geometry, grad, grad_in) if ctx.fused
-                       else Painter(saved, ctx.geometry, ctx.dense))
+            return grad_seeds(grad, saved, ctx.geometry, ctx.scale), None, None, None, None, None
+        # Same layout as the forward output, so the saved corner offsets apply as they are.
+        grad_in = torch.empty_strided(grad.shape, ctx.strides, dtype=grad.dtype,
+                                      device=grad.device)
+        painter = Painter(saved, ctx.geometry, ctx.dense) if ctx.scale != 0.0 else None
         return _apply(grad, grad_in, painter, ctx.scale), None, None, None, None, None
 
 
@@ -173,9 +175,7 @@ def apply_seeds(x: torch.Tensor, seeds: torch.Tensor, geometry: Geometry, scale:
     Returns (out like ``x``, the multiplier of kept units).
     """
     out = torch.empty_like(x)
-    painter = None if p >= 1.0 else _painter(seeds, geometry, x, out)
-    factor = 0.0 if painter is None else _resolve_scale(scale, p, seeds, painter, out)
-    return _apply(x, out, painter, factor), factor
+    return out, _scale_into(x, out, seeds, geometry, scale, p)[1]
 
 
 def grad_seeds(grad: torch.Tensor, seeds: torch.Tensor, geometry: Geometry,
