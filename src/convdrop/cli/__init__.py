@@ -39,10 +39,6 @@ EXIT_BUG = 1  # as an uncaught exception
 EXIT_INTERRUPTED = 130
 
 
-class CliError(UserError):
-    """A user-facing error: printed as one line, exit code 2, no traceback."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""
     parser = argparse.ArgumentParser(
