@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from convdrop._devices import resolve_device
 from convdrop.lab.engine import (
     Augment,
     EpochStats,
@@ -21,7 +22,6 @@ from convdrop.lab.engine import (
     make_loss,
     make_lr_scheduler,
     make_optimizer,
-    resolve_device,
     seed_everything,
     train_one_epoch,
 )

@@ -22,14 +22,13 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from convdrop._devices import resolve_device
 from convdrop.errors import UserError
 from convdrop.lab.augment import Augment
 from convdrop.ops import validate as v
 
 __all__ = [
     "Augment", "EpochStats", "EvalStats", "NonFiniteLossError", "evaluate", "make_grad_scaler",
-    "make_loader", "make_loss", "make_lr_scheduler", "make_optimizer", "resolve_device",
+    "make_loader", "make_loss", "make_lr_scheduler", "make_optimizer",
     "seed_everything", "train_one_epoch",
 ]
 

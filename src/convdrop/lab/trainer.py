@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from convdrop import _io
+from convdrop._devices import resolve_device
 from convdrop.errors import RunFolderError
 from convdrop.lab import distributed as dd
 from convdrop.lab.data import Datasets, load_dataset, normalize
@@ -37,7 +38,6 @@ from convdrop.lab.engine import (
     make_loss,
     make_lr_scheduler,
     make_optimizer,
-    resolve_device,
     seed_everything,
     train_one_epoch,
 )
