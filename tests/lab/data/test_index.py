@@ -76,3 +76,12 @@ def test_layout_errors_name_the_folder(tmp_path):
     (root / "val" / "a" / "00000.png").unlink()
     with pytest.raises(DataError, match=r"class folder .*val/a holds no \.png"):
         index_folder(root)
+
+
+@pytest.mark.parametrize("content", [b"", b"GIF89a but not really", b"plain text"])
+def test_a_file_that_is_not_an_image_is_named_while_listing(tmp_path, content):
+    root = write_image_folder(tmp_path / "d", {"a": 2, "b": 1})
+    bad = root / "test" / "b" / "x.jpg"
+    bad.write_bytes(content)
+    with pytest.raises(DataError, match=f"cannot read image {bad}"):
+        index_folder(root)

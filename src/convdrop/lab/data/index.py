@@ -6,7 +6,11 @@ not valid UTF-8 survive) and the labels as int64. Numpy arrays, unlike lists of 
 strings, are not copied page by page into every DataLoader worker as reference counts
 change, so memory stays at the index's size whatever the number of workers.
 
-Listing ImageNet's 1.28 M files takes tens of seconds, so the index is cached as an
+Every file's header is opened once while listing (Pillow reads the format and size, not
+the pixels), so an empty or unrecognizable file is a ``DataError`` naming it before any
+training starts; a file whose body is truncated is found when a worker decodes it.
+
+Listing and checking ImageNet's 1.28 M files takes minutes, so the index is cached as an
 ``.npz`` (no pickles) in a folder the caller names (the runner uses ``--out``/cache).
 The cache key is the folder's resolved path; it is rebuilt when any split or class
 folder's modification time changed (adding or removing a file changes its folder's).
@@ -22,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from convdrop import _io
+from convdrop._image_io import check_header
+from convdrop.errors import DataError
 from convdrop.lab.data.folder import check_layout, list_split, warn_val_is_test
 
 SPLITS = ("train", "val", "test")
@@ -58,6 +64,11 @@ class FolderIndex:
 def _split_index(root: Path, split: str, classes: tuple[str, ...]) -> SplitIndex:
     folder = root / split
     files, labels = list_split(folder, classes, root)
+    for file in files:
+        try:
+            check_header(file)
+        except (OSError, ValueError) as err:
+            raise DataError(str(err)) from None
     prefix = len(os.fsencode(folder)) + 1
     names = np.array([os.fsencode(f)[prefix:] for f in files], dtype=np.bytes_)
     return SplitIndex(os.fsencode(folder), names, np.asarray(labels, dtype=np.int64))
