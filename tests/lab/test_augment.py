@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
-from conftest import gen
 
 from convdrop.lab.augment import Augment
+
+from conftest import gen
 
 RESIZED = Augment(crop_pad=0, flip=False, resized_crop=True)
 
