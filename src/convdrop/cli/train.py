@@ -72,7 +72,8 @@ def _reporter(paths: RunPaths, say: Callable[[str], None], stop_after: int | Non
             row = read_metrics(paths)[-1]
             say(f"epoch {done}/{total}  " + "  ".join(
                 f"{key} {row[key]:.4g}" for key in ("train_loss", "train_acc", "val_acc",
-                                                    "drop_rate", "lr")))
+                                                    "drop_rate", "lr"))
+                + f"  images/s {row.get('images_per_s', 0):.0f}")
         if stop_after is not None and done == stop_after and done < total:
             raise StopRequested(done)
 

@@ -19,7 +19,9 @@ from convdrop.lab.spec import ExperimentSpec
 from convdrop.lab.store import Progress, RunPaths, finished_result
 from convdrop.lab.trainer import Trainer
 
-__all__ = ["execute", "train_and_record"]
+__all__ = ["CACHE_FOLDER", "execute", "train_and_record"]
+
+CACHE_FOLDER = "cache"  # inside --out: a streamed folder's file index and statistics
 
 
 def execute(
@@ -46,7 +48,7 @@ def execute(
         return done
     started = time.perf_counter()
     trainer = Trainer.create(spec, method, seed, device=device or spec.device, dist=dist,
-                             sync_bn=sync_bn)
+                             sync_bn=sync_bn, cache_dir=out_dir / CACHE_FOLDER)
     return train_and_record(trainer, paths, progress=progress, started=started)
 
 

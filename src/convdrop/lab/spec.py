@@ -68,11 +68,24 @@ class ExperimentSpec(BaseModel):
     weight_decay: float = Field(5e-4, ge=0, description="weight decay")
     lr_schedule: Literal["cosine", "step", "none"] = Field(
         "cosine", description="learning-rate schedule over training")
-    augment: Literal["none", "crop", "crop+flip"] = Field(
-        "crop", description="data augmentation")
+    augment: Literal["none", "crop", "crop+flip", "random_resized_crop+flip"] = Field(
+        "crop", description="training augmentation: crop (+flip) pads by a side/8 and crops "
+        "back (CIFAR-style); random_resized_crop+flip is ImageNet-style")
+    image_size: int | None = Field(None, ge=8, description="image side in pixels; none = 32, "
+                                   "or 224 for folder data")
+    data_mode: Literal["auto", "memory", "stream"] = Field(
+        "auto", description="auto streams folders from disk and holds the rest in memory")
+    normalization: Literal["train", "imagenet", "none"] = Field(
+        "train", description="normalize with the train split's channel statistics, "
+        "ImageNet's, or not at all")
+    loader_workers: int | None = Field(
+        None, ge=0, description="DataLoader worker processes per run; none = 0 in memory, "
+        "min(8, CPUs / workers) for streamed data", json_schema_extra={"flag": "workers-per-run"})
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
-    channels_last: bool = Field(False, description="channels-last memory format")
-    amp: bool = Field(False, description="mixed precision (CUDA only)")
+    channels_last: bool | None = Field(None, description="channels-last memory format; "
+                                       "none = on for CUDA")
+    amp: bool | None = Field(None, description="bfloat16 autocast (CUDA only); none = on for "
+                             "CUDA")
     workers: int = Field(1, ge=1, description="parallel runs (processes)")
     method_options: dict[str, MethodOptions] = Field(default_factory=dict)
 

@@ -26,7 +26,7 @@ from convdrop.errors import RunFolderError
 from convdrop.lab.spec import ExperimentSpec
 
 METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "drop_rate", "lr",
-                 "seconds"]
+                 "seconds", "images_per_s"]
 
 Progress = Callable[[int, int], None]  # (epochs done, epochs in total)
 

@@ -32,7 +32,7 @@ from convdrop.errors import DataError
 from convdrop.lab.data.index import SplitIndex
 from convdrop.lab.data.transforms import Transform
 
-__all__ = ["StreamingImages", "channel_stats", "read_rgb"]
+__all__ = ["StreamingImages", "channel_stats", "read_rgb", "worker_message"]
 
 STATS_SAMPLE = 1000  # images measured for the normalization statistics
 
@@ -44,6 +44,18 @@ def read_rgb(path: str) -> torch.Tensor:
     except (OSError, ValueError) as err:
         raise DataError(str(err)) from None
     return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+
+
+def worker_message(text: str) -> str:
+    """The error line inside what DataLoader re-raises from a worker ("Caught DataError in
+    DataLoader worker process 0." and the worker's traceback): its last line, unprefixed."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return text
+    last = lines[-1]
+    for prefix in ("convdrop.errors.DataError: ", "DataError: "):
+        last = last.removeprefix(prefix)
+    return last
 
 
 class StreamingImages(Dataset):
