@@ -113,3 +113,53 @@ def test_two_gloo_ranks_read_disjoint_halves_and_score_every_image_once(folder, 
     assert sorted(logs[0]["test"] + logs[1]["test"]) == test  # each exactly once
     assert logs[0]["test_count"] + logs[1]["test_count"] == 24
     assert logs[0]["accuracy"] == logs[1]["accuracy"]  # all-reduced over both shards
+
+
+# --- small pieces ---------------------------------------------------------------------
+
+
+def test_loader_workers_default_by_data_and_parallel_runs(monkeypatch):
+    import torch
+
+    from convdrop.lab import trainer
+
+    monkeypatch.setattr(trainer.os, "cpu_count", lambda: 16)
+    spec = build_spec(overrides={"methods": ["control"]})
+    assert trainer.loader_workers(spec, streaming=False) == 0
+    assert trainer.loader_workers(spec, streaming=True) == 8
+    four = spec.model_copy(update={"workers": 4})
+    assert trainer.loader_workers(four, streaming=True) == 4
+    assert trainer.loader_workers(spec.model_copy(update={"loader_workers": 3}), False) == 3
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert [trainer.on_cuda(None, cuda), trainer.on_cuda(None, cpu)] == [True, False]
+    assert [trainer.on_cuda(False, cuda), trainer.on_cuda(True, cpu)] == [False, True]
+
+
+def test_a_worker_error_comes_back_as_its_own_line():
+    from convdrop.lab.data.stream import worker_message
+
+    wrapped = ("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most "
+               "recent call last):\n  File \"x.py\", line 1, in f\nconvdrop.errors.DataError: "
+               "cannot read image /d/a.png (empty file)\n")
+    assert worker_message(wrapped) == "cannot read image /d/a.png (empty file)"
+    assert worker_message("plain") == "plain"
+
+
+def test_a_file_broken_after_listing_stops_the_run_with_one_line(folder, tmp_path, capsys):
+    """Listed, then truncated: the worker meets it while training; the run records it."""
+    import shutil
+
+    copy = shutil.copytree(folder, tmp_path / "copy")
+    out = tmp_path / "out"
+    args = ["train", "--data", f"folder:{copy}", "--image-size", "16", "--workers-per-run",
+            "1", "--epochs", "1", "--method", "control", "--model-option", "width=8",
+            "--out", str(out)]
+    from convdrop.lab.data.index import index_folder
+
+    index_folder(copy, out / "cache")  # the listing the run will reuse
+    (copy / "train" / "b" / "00003.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    assert main(args) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    bad = copy / "train" / "b" / "00003.png"
+    assert err[-1].startswith(f"convdrop train: error: cannot read image {bad} (")
+    assert not any("Traceback" in line or "worker process" in line for line in err)
