@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "convdrop"
-LAZY = {("lab/runner.py", "convdrop.lab"), ("cli/compare.py", "convdrop.lab")}  # scipy
+LAZY = {("lab/runner.py", "convdrop.lab"), ("cli/compare.py", "convdrop.lab"),  # scipy
+        ("cli/sweep.py", "convdrop.lab")}
 
 
 def _modules() -> list[Path]:

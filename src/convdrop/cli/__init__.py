@@ -26,6 +26,7 @@ from convdrop.ops import native
 
 COMMAND_MODULES: tuple[str, ...] = (
     "convdrop.cli.compare",
+    "convdrop.cli.sweep",
     "convdrop.cli.presets",
     "convdrop.cli.bench",
     "convdrop.cli.explain",

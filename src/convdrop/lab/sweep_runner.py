@@ -1,0 +1,65 @@
+"""Running a sweep: the expanded spec through the grid runner, then its statistics and report.
+
+The runs are those of :func:`convdrop.lab.runner.run_grid`, so seeds, resume (a rerun
+trains nothing that finished), ``--workers`` and the run folders
+(``OUT/runs/<setting>/seed<k>/``) are the same as ``convdrop compare``'s, and
+``convdrop train --spec`` runs of a generated setting land in the same place. It writes
+``config.json``, ``sweep.json`` (settings and points), ``results.json``,
+``summary.csv``, ``sweep.csv``, ``dose_response.png``, ``heatmap.png`` (when there is
+more than one line) and ``report.md``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from convdrop import _io
+from convdrop.lab import report, runner
+from convdrop.lab.sweep import Sweep
+from convdrop.lab.sweep_plots import dose_response, heatmap
+from convdrop.lab.sweep_report import write_sweep_csv, write_sweep_report
+from convdrop.lab.sweep_stats import SweepStats, analyse
+
+__all__ = ["run_sweep", "write_sweep_outputs"]
+
+
+def run_sweep(sweep: Sweep, out: Path, *, show_progress: bool = True
+              ) -> tuple[Path, SweepStats]:
+    """Run (or resume) every point over its seeds and write every output."""
+    out.mkdir(parents=True, exist_ok=True)
+    _io.write_json(out / "config.json", sweep.spec.model_dump())
+    _io.write_json(out / "sweep.json", sweep.to_json())
+    results = runner.run_grid(sweep.spec, out, show_progress=show_progress)
+    return write_sweep_outputs(sweep, out, results)
+
+
+def write_sweep_outputs(sweep: Sweep, out: Path, results: list[dict]
+                        ) -> tuple[Path, SweepStats]:
+    """results.json, summary.csv, sweep.csv, the figures and report.md from ``results``."""
+    _io.write_json(out / "results.json", results)
+    summaries = report.summarize(results, control="control")
+    report.write_summary_csv(out / "summary.csv", summaries)
+    stats = analyse(summaries, control="control" if sweep.control else None)
+    write_sweep_csv(out / "sweep.csv", sweep, stats)
+    by_budget = sweep.settings.by_budget
+    x_label = "target drop budget" if by_budget else "drop probability p"
+    rows = [(p, stats.point(p.name)) for p in sweep.points
+            if not p.is_control and stats.point(p.name).test.n > 0]
+    control = stats.point("control") if sweep.control else None
+    figures = {}
+    if rows:
+        figures["Dose-response curve"] = dose_response(
+            rows, control if control and control.test.n else None, out / "dose_response.png",
+            x_label=x_label)
+    if len({p.series_label for p, _ in rows}) > 1:
+        figures["Heatmap"] = heatmap(rows, out / "heatmap.png", x_label=x_label,
+                                     best=stats.best)
+    failures = [[s.method, str(seed), " ".join(error.split())[:300]]
+                for s in summaries for seed, error in s.failures]
+    spec = sweep.spec
+    notes = [f"data: {spec.data}, model: {spec.model} {spec.model_options or ''}, "
+             f"{spec.epochs} epochs, {spec.seeds} seeds, train_size: "
+             f"{spec.train_size or 'all'}, method: {sweep.settings.method}"]
+    path = write_sweep_report(out, sweep, stats, title=f"convdrop sweep: {spec.name}",
+                              figures=figures, failures=failures, notes=notes)
+    return path, stats
