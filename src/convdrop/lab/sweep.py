@@ -227,8 +227,19 @@ def expand(settings: SweepSettings, base: ExperimentSpec, probe: Probe) -> Sweep
     if not combos:
         raise SpecError("sweep: no point with p > 0 to run; add a rate to sweep.p")
     spec = _with_methods(base, tables)
-    measured = tuple(replace(pt, budget=probe(spec, pt.name)) for pt in points)
+    measured = tuple(replace(pt, budget=_probe(probe, spec, pt.name)) for pt in points)
     return Sweep(settings, measured, spec)
+
+
+def _probe(probe: Probe, spec: ExperimentSpec, name: str, shown: str | None = None) -> float:
+    """The budget of one setting; a model that cannot be built names the setting."""
+    try:
+        return probe(spec, name)
+    except SpecError as err:
+        message = str(err)
+        prefix = f"method {name!r}: "
+        message = message.removeprefix(prefix)
+        raise SpecError(f"sweep setting {shown or name!r}: {message}") from None
 
 
 def _solve_p(settings: SweepSettings, base: ExperimentSpec,
@@ -243,7 +254,8 @@ def _solve_p(settings: SweepSettings, base: ExperimentSpec,
         if key not in per_unit_of:
             reference = Point("probe", REFERENCE_P, **values)
             spec = _with_methods(base, {"probe": reference.options(settings.method)})
-            per_unit_of[key] = probe(spec, "probe") / REFERENCE_P
+            shown = point_name(settings, target, values)
+            per_unit_of[key] = _probe(probe, spec, "probe", shown) / REFERENCE_P
         per_unit = per_unit_of[key]
         p = target / per_unit if per_unit > 0 else float("inf")
         if p > 1:
