@@ -102,7 +102,8 @@ def test_real_probe_measures_the_drop_budget_of_each_model():
     ({"p": [0, 0.1], "control": False}, r"sweep.p holds 0, the control point"),
     ({"p": [0.1], "spread": 3}, r"sweep.spread: Extra inputs are not permitted \(got 3\)"),
     ({"p": [0.1], "placement": ["head"]},
-     r"sweep setting 'dropblock_scheduled-p0.1-head': placement 'head' takes regularizer 'dropout'"),
+     r"sweep setting 'dropblock_scheduled-p0.1-head': placement 'head' takes regularizer "
+     r"'dropout'"),
 ])
 def test_bad_sweeps_are_one_line_errors_naming_key_and_value(fields, message):
     probe = budget_probe if fields.get("placement") == ["head"] else fake_probe

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from convdrop.lab.presets import describe_presets
+from convdrop.lab.sweep_presets import describe_sweep_presets
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -16,4 +17,6 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``convdrop presets``."""
     print(describe_presets())
+    print("\nsweeps (convdrop sweep --preset NAME):")
+    print(describe_sweep_presets())
     return 0

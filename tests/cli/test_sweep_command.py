@@ -1,0 +1,54 @@
+"""``convdrop sweep``: a tiny run from flags, and bad input as one line before any output."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+
+from convdrop.cli import main
+
+FAST = ["--data", "synthetic", "--train-size", "24", "--epochs", "1", "--seeds", "1",
+        "--batch-size", "12", "--image-size", "16", "--model-option", "width=4",
+        "--workers", "1", "--quiet"]
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def test_cli_sweep_runs_and_prints_the_verdict(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["sweep", *FAST, "--method", "dropout", "--p", "0.3", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "convdrop sweep sweep: dropout, 2 settings x 1 seeds" in printed
+    assert "fewer than 2 seeds" in printed and "report:" in printed
+    assert (out / "report.md").is_file() and (out / "runs" / "dropout-p0.3" / "seed0").is_dir()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--p", "0.1,2"], "argument --p: invalid value"),
+    (["--method", "cutout", "--p", "0.1"], "sweep.method must be a method with a drop rate"),
+    (["--method", "dropout", "--p", "0.1", "--block-size", "3"],
+     "sweep.block_size applies to DropBlock methods; method 'dropout'"),
+    (["--p", "0.1", "--placement", "nowhere"], "sweep.placement 'nowhere' is not a placement"),
+    (["--p", "0.1", "--placement", "head"],
+     "sweep setting 'dropblock_scheduled-p0.1-head': placement 'head' takes"),
+    (["--preset", "nope"], "argument --preset: invalid choice: 'nope'"),
+    (["--p", "0.1", "--epochs", "0"], "argument --epochs: invalid value '0'"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(argv, message, tmp_path, capsys,
+                                                  monkeypatch):
+    monkeypatch.delenv("CONVDROP_DEBUG", raising=False)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) if "argument" in message else contextlib.nullcontext():
+        assert main(["sweep", *FAST, *argv, "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    err = [line for line in _lines(captured.err) if not line.startswith(("usage:", "  "))]
+    assert len(err) == 1 and message in err[0] and "Traceback" not in captured.err
+    assert captured.out == "" and not out.exists()
+
+
+def test_presets_lists_the_sweeps(capsys):
+    assert main(["presets"]) == 0
+    assert "dropblock-dose" in capsys.readouterr().out
