@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 
-from convdrop.lab import trainer
+from convdrop.lab import sweep_runner, trainer
 from convdrop.lab.stats import summarize
 from convdrop.lab.sweep import build_sweep
 from convdrop.lab.sweep_plots import dose_response, heatmap
@@ -61,3 +61,35 @@ def test_curve_and_heatmap_from_fake_statistics(tmp_path):
     assert_png(dose_response(rows, stats.point("control"), tmp_path / "curve.png",
                              x_label="p"))
     assert_png(heatmap(rows, tmp_path / "heat.png", x_label="p", best=stats.best))
+
+
+def test_adaptive_spends_seeds_where_the_intervals_overlap(tmp_path, monkeypatch):
+    """Successive halving with fabricated runs (no training): far settings stop after the
+    first round, the best, its close rival and the control go on to every seed; a rerun
+    replays the same rounds."""
+    truth = {"control": 0.90, "dropblock_scheduled-p0.1": 0.930,
+             "dropblock_scheduled-p0.2": 0.929, "dropblock_scheduled-p0.3": 0.80}
+    calls = []
+
+    def fake_grid(spec, out, show_progress=True):
+        calls.append((tuple(spec.methods), spec.seeds))
+        rng = np.random.default_rng(0)
+        noise = rng.standard_normal((len(truth), 100)) * 0.003
+        return [{"method": m, "seed": k, "status": "ok", "train_acc": 1.0,
+                 "test_acc": truth[m] + noise[list(truth).index(m), k]}
+                for m in spec.methods for k in range(spec.seeds)]
+
+    monkeypatch.setattr(sweep_runner.runner, "run_grid", fake_grid)
+    sweep = build_sweep(overrides={**TINY, "seeds": 8}, probe=lambda s, m: 0.1,
+                        sweep_overrides={"p": [0.1, 0.2, 0.3], "adaptive": True})
+    assert sweep_runner.rungs(2, 8) == [2, 4, 8] and sweep_runner.rungs(3, 5) == [3, 5]
+    report, stats = sweep_runner.run_sweep(sweep, tmp_path, show_progress=False)
+    everything = tuple(sweep.spec.methods)
+    kept = ("control", "dropblock_scheduled-p0.1", "dropblock_scheduled-p0.2")
+    assert calls == [(everything, 2), (kept, 4), (kept, 8)]
+    assert stats.point("dropblock_scheduled-p0.3").test.n == 2
+    assert stats.point("dropblock_scheduled-p0.1").test.n == 8
+    assert "adaptive round 3: 3 settings up to 8 seeds" in report.read_text()
+    calls.clear()
+    sweep_runner.run_sweep(sweep, tmp_path, show_progress=False)
+    assert calls == [(everything, 2), (kept, 4), (kept, 8)]

@@ -17,7 +17,7 @@ from convdrop.lab.sweep import SweepSettings, build_sweep
 from convdrop.lab.sweep_presets import DEFAULT_PRESET, SWEEP_PRESETS
 
 SWEEP_FIELDS = ("method", "p", "budget", "block_size", "placement", "schedule", "pairing",
-                "control")
+                "control", "adaptive", "min_seeds")
 EXPERIMENT_FIELDS = ("seeds", "workers", *flags.SHARED_FIELDS)
 
 

@@ -69,6 +69,11 @@ class SweepSettings(BaseModel):
     pairing: Literal["grid", "zip"] = Field("grid", description="grid: every combination; "
                                             "zip: the i-th value of each list together")
     control: bool = Field(True, description="include the control (p = 0) point")
+    adaptive: bool = Field(False, description="successive halving over seeds: every point "
+                           "starts with min-seeds seeds, then seeds double only for the points "
+                           "still within noise of the best, up to seeds")
+    min_seeds: int = Field(2, ge=2, description="seeds of every point in the first adaptive "
+                           "round")
 
     @model_validator(mode="after")
     def _consistent(self) -> SweepSettings:

@@ -29,12 +29,50 @@ def run_sweep(sweep: Sweep, out: Path, *, show_progress: bool = True
     out.mkdir(parents=True, exist_ok=True)
     _io.write_json(out / "config.json", sweep.spec.model_dump())
     _io.write_json(out / "sweep.json", sweep.to_json())
-    results = runner.run_grid(sweep.spec, out, show_progress=show_progress)
-    return write_sweep_outputs(sweep, out, results)
+    if sweep.settings.adaptive:
+        results, rounds = run_adaptive(sweep, out, show_progress=show_progress)
+    else:
+        results, rounds = runner.run_grid(sweep.spec, out, show_progress=show_progress), []
+    return write_sweep_outputs(sweep, out, results, rounds=rounds)
 
 
-def write_sweep_outputs(sweep: Sweep, out: Path, results: list[dict]
-                        ) -> tuple[Path, SweepStats]:
+def rungs(min_seeds: int, seeds: int) -> list[int]:
+    """Seeds per point after each adaptive round: min_seeds, doubling, ending at seeds."""
+    counts = [min(min_seeds, seeds)]
+    while counts[-1] < seeds:
+        counts.append(min(2 * counts[-1], seeds))
+    return counts
+
+
+def run_adaptive(sweep: Sweep, out: Path, *, show_progress: bool = True
+                 ) -> tuple[list[dict], list[tuple[int, list[str]]]]:
+    """Successive halving over seeds: each round runs the points still within noise of the
+    best (and the control) up to the round's seed count.
+
+    The decisions are recomputed from the finished runs, so a rerun replays the same rounds
+    and trains only what is missing. Returns the results (points in sweep order, seeds
+    ascending) and, per round, its seed count and the points it ran.
+    """
+    spec = sweep.spec
+    done: dict[tuple[str, int], dict] = {}
+    active = list(spec.methods)
+    rounds = []
+    for seeds in rungs(sweep.settings.min_seeds, spec.seeds):
+        part = spec.model_copy(update={"methods": active, "seeds": seeds})
+        for result in runner.run_grid(part, out, show_progress=show_progress):
+            done[(result["method"], result["seed"])] = result
+        rounds.append((seeds, active))
+        ordered = [done[key] for key in sorted(done, key=lambda k: (spec.methods.index(k[0]),
+                                                                     k[1]))]
+        stats = analyse(report.summarize(ordered, control="control"),
+                        control="control" if sweep.control else None)
+        active = [m for m in spec.methods
+                  if (m == "control" and sweep.control) or stats.point(m).within_noise]
+    return ordered, rounds
+
+
+def write_sweep_outputs(sweep: Sweep, out: Path, results: list[dict], *,
+                        rounds: list[tuple[int, list[str]]] = ()) -> tuple[Path, SweepStats]:
     """results.json, summary.csv, sweep.csv, the figures and report.md from ``results``."""
     _io.write_json(out / "results.json", results)
     summaries = report.summarize(results, control="control")
@@ -60,6 +98,9 @@ def write_sweep_outputs(sweep: Sweep, out: Path, results: list[dict]
     notes = [f"data: {spec.data}, model: {spec.model} {spec.model_options or ''}, "
              f"{spec.epochs} epochs, {spec.seeds} seeds, train_size: "
              f"{spec.train_size or 'all'}, method: {sweep.settings.method}"]
+    notes += [f"adaptive round {i + 1}: {len(names)} settings up to {seeds} seeds"
+              + (f" ({', '.join(names)})" if i else "")
+              for i, (seeds, names) in enumerate(rounds)]
     path = write_sweep_report(out, sweep, stats, title=f"convdrop sweep: {spec.name}",
                               figures=figures, failures=failures, notes=notes)
     return path, stats
