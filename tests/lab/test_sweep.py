@@ -13,6 +13,8 @@ import pytest
 from convdrop.errors import MissingFileError, SpecError
 from convdrop.lab import sweep_presets
 from convdrop.lab.methods import PLACEMENTS
+from convdrop.lab.spec import build_spec
+from convdrop.lab.spec_toml import spec_to_toml
 from convdrop.lab.sweep import budget_probe, build_sweep
 from convdrop.lab.sweep_presets import SWEEP_PRESETS
 
@@ -147,3 +149,16 @@ def test_presets_expand_with_the_placements_that_exist(preset, monkeypatch):
 def test_default_is_the_dropblock_dose_preset():
     s = build_sweep(overrides=TINY, probe=fake_probe)
     assert s.spec.name == "dropblock-dose" and s.settings.block_size == [1, 3, 5]
+
+
+def test_the_expanded_spec_round_trips_through_toml_with_the_same_run_keys(tmp_path):
+    """What lets `convdrop train --spec OUT/sweep_spec.toml --method NAME` (torchrun) train a
+    setting into the sweep's folder: the file rebuilds every run key."""
+    s = build_sweep(overrides={**TINY, "model_options": {"width": 4}, "image_size": 16},
+                    sweep_overrides={"method": "dropout", "p": [0.1, 0.25],
+                                     "placement": ["head", "every_conv"]}, probe=fake_probe)
+    path = tmp_path / "spec.toml"
+    path.write_text(spec_to_toml(s.spec, header="a comment"))
+    again = build_spec(spec_file=path)
+    assert again.methods == s.spec.methods
+    assert all(again.run_key(m) == s.spec.run_key(m) for m in s.spec.methods)

@@ -38,6 +38,7 @@ def test_sweep_runs_in_workers_writes_everything_and_resumes_without_training(
     rows = list(csv.DictReader((tmp_path / "sweep.csv").open()))
     assert [r["setting"] for r in rows] == ["control", "dropblock_scheduled-p0.2"]
     assert float(rows[1]["drop_budget"]) > 0.1  # DropBlock after every conv block
+    assert "[methods.\"dropblock_scheduled-p0.2\"]" in (tmp_path / "sweep_spec.toml").read_text()
     saved = json.loads((tmp_path / "sweep.json").read_text())
     assert saved["settings"]["p"] == [0.2] and len(saved["points"]) == 2
 

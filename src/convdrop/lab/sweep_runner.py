@@ -4,7 +4,9 @@ The runs are those of :func:`convdrop.lab.runner.run_grid`, so seeds, resume (a 
 trains nothing that finished), ``--workers`` and the run folders
 (``OUT/runs/<setting>/seed<k>/``) are the same as ``convdrop compare``'s, and
 ``convdrop train --spec`` runs of a generated setting land in the same place. It writes
-``config.json``, ``sweep.json`` (settings and points), ``results.json``,
+``config.json``, ``sweep.json`` (settings and points), ``sweep_spec.toml`` (the expanded
+spec, which ``convdrop train --spec`` reads, so a setting can run under torchrun into the
+same folder), ``results.json``,
 ``summary.csv``, ``sweep.csv``, ``dose_response.png``, ``heatmap.png`` (when there is
 more than one line) and ``report.md``.
 """
@@ -15,12 +17,18 @@ from pathlib import Path
 
 from convdrop import _io
 from convdrop.lab import report, runner
+from convdrop.lab.spec_toml import spec_to_toml
 from convdrop.lab.sweep import Sweep
 from convdrop.lab.sweep_plots import dose_response, heatmap
 from convdrop.lab.sweep_report import write_sweep_csv, write_sweep_report
 from convdrop.lab.sweep_stats import SweepStats, analyse
 
-__all__ = ["run_sweep", "write_sweep_outputs"]
+__all__ = ["SPEC_FILE", "run_adaptive", "run_sweep", "rungs", "write_sweep_outputs"]
+
+SPEC_FILE = "sweep_spec.toml"
+TOML_HEADER = ("The expanded spec of a convdrop sweep: one method per setting. Train one setting\n"
+               "alone (e.g. under torchrun) into the sweep's folder with\n"
+               "  convdrop train --spec OUT/sweep_spec.toml --method NAME --seed K --out OUT")
 
 
 def run_sweep(sweep: Sweep, out: Path, *, show_progress: bool = True
@@ -29,6 +37,7 @@ def run_sweep(sweep: Sweep, out: Path, *, show_progress: bool = True
     out.mkdir(parents=True, exist_ok=True)
     _io.write_json(out / "config.json", sweep.spec.model_dump())
     _io.write_json(out / "sweep.json", sweep.to_json())
+    _io.write_text(out / SPEC_FILE, spec_to_toml(sweep.spec, header=TOML_HEADER))
     if sweep.settings.adaptive:
         results, rounds = run_adaptive(sweep, out, show_progress=show_progress)
     else:
