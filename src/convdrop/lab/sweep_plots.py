@@ -66,16 +66,18 @@ def dose_response(rows: Sequence[Row], control: PointStats | None, out: Path, *,
 
     figure, axes = _figure(16, 4.8, 3)
     lines = _series(rows)
+    span = max(_x(p) for p, _ in rows) or 1.0
     for index, (label, members) in enumerate(lines.items()):
         colour = colormaps["tab10"](index % 10)
         members = sorted(members, key=lambda r: _x(r[0]))
-        xs = [_x(p) for p, _ in members]
+        dodge = (index - (len(lines) - 1) / 2) * 0.012  # lines side by side, bars apart
+        xs = [_x(p) + dodge * span for p, _ in members]
         for ax, key in zip(axes[:2], ("test", "gap")):
             start = ([0.0], [getattr(control, key)]) if control is not None else ([], [])
             _line(ax, start[0] + xs, start[1] + [getattr(s, key) for _, s in members],
                   color=colour, label=label)
-        _line(axes[2], [p.budget for p, _ in members], [s.test for _, s in members],
-              color=colour, label=label)
+        _line(axes[2], [p.budget * (1 + dodge) for p, _ in members],
+              [s.test for _, s in members], color=colour, label=label)
     if control is not None:
         for ax in (axes[0], axes[2]):
             mean, (down, up) = 100 * control.test.mean, _bars(control.test)
@@ -103,28 +105,38 @@ def _x(point: Point) -> float:
     return point.target_budget if point.target_budget is not None else point.p
 
 
-def heatmap(rows: Sequence[Row], out: Path, *, x_label: str, best: str | None) -> Path:
+def heatmap(rows: Sequence[Row], out: Path, *, x_label: str, best: str | None,
+            control: PointStats | None = None) -> Path:
     """Mean test accuracy per (series, p) cell; the best is boxed, cells within noise of
-    it are marked with a dot."""
+    it are marked with a dot; the title gives the control's accuracy."""
     lines = _series(rows)
     xs = sorted({_x(p) for p, _ in rows})
     grid = np.full((len(lines), len(xs)), np.nan)
-    figure, (ax,) = _figure(max(6.0, 1.1 * len(xs) + 3), max(3.0, 0.55 * len(lines) + 1.8), 1)
+    for r, members in enumerate(lines.values()):
+        for point, st in members:
+            grid[r, xs.index(_x(point))] = 100 * st.test.mean
+    figure, (ax,) = _figure(max(6.0, 1.1 * len(xs) + 3), max(3.0, 0.55 * len(lines) + 2.0), 1)
+    image = ax.imshow(grid, cmap="viridis", aspect="auto")
+    middle = np.nanmean([np.nanmin(grid), np.nanmax(grid)])
     for r, members in enumerate(lines.values()):
         for point, st in members:
             c = xs.index(_x(point))
-            grid[r, c] = 100 * st.test.mean
             text = f"{grid[r, c]:.1f}" + ("\n•" if st.within_noise else "")
             ax.text(c, r, text, ha="center", va="center", fontsize="small",
+                    color="white" if grid[r, c] < middle else "black",
                     fontweight="bold" if point.name == best else "normal")
             if point.name == best:
                 ax.add_patch(_box(c, r))
-    image = ax.imshow(grid, cmap="viridis", aspect="auto")
     figure.colorbar(image, ax=ax, label="test accuracy (%)")
     ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
     ax.set_yticks(range(len(lines)), list(lines))
-    ax.set(xlabel=x_label, title="Mean test accuracy: best boxed, • within noise of it "
-           "(Welch, Holm)")
+    title = "Mean test accuracy (%): best boxed, • within noise of it (Welch, Holm)"
+    if control is not None and control.test.n:
+        title += (f"\ncontrol (p = 0): {100 * control.test.mean:.1f} %"
+                  + (", the best" if control.is_best else "")
+                  + (", within noise of the best" if control.within_noise
+                     and not control.is_best else ""))
+    ax.set(xlabel=x_label, title=title)
     return _io.write_png(Path(out), figure, dpi=DPI)
 
 

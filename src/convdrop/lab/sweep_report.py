@@ -178,7 +178,9 @@ def write_sweep_report(out: Path, sweep: Sweep, stats: SweepStats, *, title: str
         parts += ["## Best setting\n",
                   f"**{best.name}**: {describe(best_point)}; test accuracy "
                   f"{_interval(best.test)} % (95 % CI over {best.test.n} seeds), drop budget "
-                  f"{best_point.budget:.3g}, Δ vs control {_vs_control(best)} pp.\n\n"
+                  f"{best_point.budget:.3g}"
+                  + ("" if best.is_control else f", Δ vs control {_vs_control(best)} pp")
+                  + ".\n\n"
                   f"Statistically indistinguishable from it: "
                   f"{', '.join(stats.indistinguishable) or 'none'}.\n"]
     parts += ["## Every setting\n", markdown_table(header, rows, align) + "\n"]

@@ -100,7 +100,7 @@ def write_sweep_outputs(sweep: Sweep, out: Path, results: list[dict], *,
             x_label=x_label)
     if len({p.series_label for p, _ in rows}) > 1:
         figures["Heatmap"] = heatmap(rows, out / "heatmap.png", x_label=x_label,
-                                     best=stats.best)
+                                     best=stats.best, control=control)
     failures = [[s.method, str(seed), " ".join(error.split())[:300]]
                 for s in summaries for seed, error in s.failures]
     spec = sweep.spec
