@@ -56,16 +56,16 @@ class SweepSettings(BaseModel):
     method: str = Field("dropblock_scheduled", description="the method whose drop rate is "
                         "swept (a built-in with a regularizer)")
     p: list[Rate] | None = Field(None, min_length=1, description="drop rates to try; 0 is "
-                                 "the control point")
+                                 "the control point; none = the preset's")
     budget: list[Budget] | None = Field(
         None, min_length=1, description="drop budgets to try instead of p (expected fraction "
         "dropped per forward): p is solved per placement")
     block_size: list[Annotated[int, Field(ge=1)]] | None = Field(
-        None, min_length=1, description="DropBlock block sides (default: the model's)")
+        None, min_length=1, description="DropBlock block sides; none = the model's")
     placement: list[str] | None = Field(None, min_length=1, description="placement rules "
-                                        "(default: the method's)")
+                                        "(convdrop.lab.methods.PLACEMENTS); none = the method's")
     schedule: list[Literal["constant", "linear", "cosine", "step"]] | None = Field(
-        None, min_length=1, description="drop-rate schedules (default: the method's)")
+        None, min_length=1, description="drop-rate schedules; none = the method's")
     pairing: Literal["grid", "zip"] = Field("grid", description="grid: every combination; "
                                             "zip: the i-th value of each list together")
     control: bool = Field(True, description="include the control (p = 0) point")
