@@ -69,7 +69,8 @@ def test_known_optimum_and_its_indistinguishable_set(grid):
     assert best.test.low < 0.930 < best.test.high
     text = verdict(grid, st)
     assert text.startswith("p = 0.1, block 5 is best (+3.")
-    assert "Within noise of it (Welch, Holm over 8 comparisons): p = 0.2; block 5 (1 of 8" in text
+    assert ("Within noise of it (Welch, Holm over 8 comparisons): p = 0.2; block 5 (1 of the 8 "
+            "other settings)") in text
     header, rows = point_rows(grid, st)
     noise = {row[0]: row[-1] for row in rows}
     assert noise["dropblock_scheduled-p0.1-b5"] == "best"

@@ -59,21 +59,23 @@ def _series(rows: Sequence[Row]) -> dict[str, list[Row]]:
 
 
 def dose_response(rows: Sequence[Row], control: PointStats | None, out: Path, *,
-                  x_label: str) -> Path:
-    """Test accuracy and gap against p (or the target budget), and test accuracy against
-    the measured drop budget on a log axis; one line per series, the control in black."""
+                  x_label: str, log_p: bool = False) -> Path:
+    """Test accuracy and gap against p, and test accuracy against the measured drop budget
+    on a log axis; one line per series, the control in black (at p = 0 on a linear p axis,
+    a band on a log one: ``log_p`` suits budget sweeps, whose p differ by decades)."""
     from matplotlib import colormaps
 
     figure, axes = _figure(16, 4.8, 3)
     lines = _series(rows)
-    span = max(_x(p) for p, _ in rows) or 1.0
+    span = max(p.p for p, _ in rows) or 1.0
     for index, (label, members) in enumerate(lines.items()):
         colour = colormaps["tab10"](index % 10)
-        members = sorted(members, key=lambda r: _x(r[0]))
+        members = sorted(members, key=lambda r: r[0].p)
         dodge = (index - (len(lines) - 1) / 2) * 0.012  # lines side by side, bars apart
-        xs = [_x(p) + dodge * span for p, _ in members]
+        xs = [p.p * (1 + dodge) if log_p else p.p + dodge * span for p, _ in members]
         for ax, key in zip(axes[:2], ("test", "gap")):
-            start = ([0.0], [getattr(control, key)]) if control is not None else ([], [])
+            start = (([0.0], [getattr(control, key)]) if control is not None and not log_p
+                     else ([], []))
             _line(ax, start[0] + xs, start[1] + [getattr(s, key) for _, s in members],
                   color=colour, label=label)
         _line(axes[2], [p.budget * (1 + dodge) for p, _ in members],
@@ -84,9 +86,10 @@ def dose_response(rows: Sequence[Row], control: PointStats | None, out: Path, *,
             ax.axhline(mean, color="black", linestyle=":", linewidth=1,
                        label="control (p = 0) ± 95 % CI")
             ax.axhspan(mean - down, mean + up, color="black", alpha=0.08, linewidth=0)
-    axes[0].set(title="Test accuracy", xlabel=x_label, ylabel="test accuracy (%)")
+    scale = "log" if log_p else "linear"
+    axes[0].set(title="Test accuracy", xlabel=x_label, ylabel="test accuracy (%)", xscale=scale)
     axes[1].set(title="Generalization gap (train − test)", xlabel=x_label,
-                ylabel="gap (pp)")
+                ylabel="gap (pp)", xscale=scale)
     axes[2].set(title="Test accuracy vs drop budget", xscale="log",
                 xlabel="drop budget (expected fraction dropped per forward)",
                 ylabel="test accuracy (%)")
@@ -96,7 +99,7 @@ def dose_response(rows: Sequence[Row], control: PointStats | None, out: Path, *,
         low, high = ax.get_ylim()
         ax.set_ylim(max(low, 0.0), min(high, 100.0))
     axes[2].legend(fontsize="small", loc="best")
-    figure.supxlabel("mean over seeds with 95 % t-intervals; p = 0 is the control",
+    figure.supxlabel("mean over seeds with 95 % t-intervals; the control (p = 0) is black",
                      fontsize="small", color="dimgrey")
     return _io.write_png(Path(out), figure, dpi=DPI)
 

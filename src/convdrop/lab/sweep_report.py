@@ -113,7 +113,7 @@ def _span(points: Sequence[Point], total: int) -> str:
             parts.append(f"{label} {', '.join(map(str, values))}")
     if any(p.is_control for p in points):
         parts.append("and no regularization")
-    return f"{'; '.join(parts)} ({len(points)} of {total} settings)"
+    return f"{'; '.join(parts)} ({len(points)} of the {total} other settings)"
 
 
 def verdict(sweep: Sweep, stats: SweepStats) -> str:

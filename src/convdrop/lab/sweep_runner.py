@@ -89,7 +89,8 @@ def write_sweep_outputs(sweep: Sweep, out: Path, results: list[dict], *,
     stats = analyse(summaries, control="control" if sweep.control else None)
     write_sweep_csv(out / "sweep.csv", sweep, stats)
     by_budget = sweep.settings.by_budget
-    x_label = "target drop budget" if by_budget else "drop probability p"
+    x_label = "drop probability p (solved per placement)" if by_budget else \
+        "drop probability p"
     rows = [(p, stats.point(p.name)) for p in sweep.points
             if not p.is_control and stats.point(p.name).test.n > 0]
     control = stats.point("control") if sweep.control else None
@@ -97,9 +98,10 @@ def write_sweep_outputs(sweep: Sweep, out: Path, results: list[dict], *,
     if rows:
         figures["Dose-response curve"] = dose_response(
             rows, control if control and control.test.n else None, out / "dose_response.png",
-            x_label=x_label)
+            x_label=x_label, log_p=by_budget)
     if len({p.series_label for p, _ in rows}) > 1:
-        figures["Heatmap"] = heatmap(rows, out / "heatmap.png", x_label=x_label,
+        figures["Heatmap"] = heatmap(rows, out / "heatmap.png",
+                                     x_label="target drop budget" if by_budget else x_label,
                                      best=stats.best, control=control)
     failures = [[s.method, str(seed), " ".join(error.split())[:300]]
                 for s in summaries for seed, error in s.failures]
