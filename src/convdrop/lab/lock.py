@@ -6,7 +6,8 @@ a ``compare`` is training) never write the same files. The lock is an ``flock`` 
 file, which the kernel drops when its holder dies, however it dies; the file records
 the holder's pid and host for the message. A lock file left by a process that no
 longer runs (on this host) is taken over with a warning. Taking a folder's lock also
-deletes the temporary files that a killed writer left there (:func:`convdrop._io.remove_stale_temps`).
+deletes the temporary files that a killed writer left there
+(:func:`convdrop._io.remove_stale_temps`).
 """
 
 from __future__ import annotations
