@@ -1,4 +1,4 @@
-"""convdrop.lab.workers: results in order, errors carried over, and no process outlives its parent."""
+"""convdrop.lab.workers: results in order, errors carried over, no process outlives its parent."""
 
 from __future__ import annotations
 
