@@ -193,3 +193,18 @@ def test_the_cli_refuses_a_damaged_run_without_writing_and_restart_retrains_it(r
     assert json.loads(paths.result.read_text())["status"] == "ok"
     assert main(["compare", *FLAGS, "--out", str(out), "--restart", "magic/seed0"]) == 2
     assert "--restart 'magic/seed0': not a run of this comparison" in capsys.readouterr().err
+
+
+def test_train_names_a_broken_checkpoint_and_restart_trains_it_afresh(runs, capsys):
+    out = runs / "half"
+    paths = RunPaths.of(out, "control", 0)
+    _flip(paths.checkpoint)
+    argv = ["train", "--data", "synthetic", "--train-size", "32", "--epochs", "2",
+            "--batch-size", "16", "--method", "control", "--model-option", "width=4",
+            "--quiet", "--out", str(out)]
+    assert main([*argv, "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(paths.checkpoint) in err and f"--restart {RUN}" in err
+    assert main([*argv, "--restart", "dropout/seed0"]) == 2
+    assert main([*argv, "--restart"]) == 0
+    assert json.loads(paths.result.read_text())["status"] == "ok"
