@@ -33,6 +33,7 @@ def _run(values: list[int], processes: int = 1) -> tuple[list[int], list[int]]:
     return results, events
 
 
+@pytest.mark.slow  # test_compare's --workers 2 run goes through the same pool
 def test_results_come_back_in_job_order_with_every_event():
     results, events = _run([3, 1, 2], processes=2)
     assert results == [9, 1, 4] and events == [1, 1, 1]
