@@ -70,7 +70,7 @@ p = 0.3
     ('[experiment]\noptimizer = "lbfgs"', r"experiment.optimizer: .*'sgd' or 'adamw'"),
     ('[training]\nlr = 1', r"unknown table\(s\) \['training'\]"),
     ('[experiment\n', r"is not valid TOML"),
-    ('[experiment]\nmethods = ["control", "control"]', r"lists a name twice"),
+    ('[experiment]\nmethods = ["control", "control"]', r"listed twice"),
 ])
 def test_bad_specs_name_the_key_and_value(tmp_path, text, match):
     with pytest.raises(SpecError, match=match):  # a ValueError, for library callers

@@ -20,7 +20,9 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
+from convdrop.cli.parser import OneLineParser
 from convdrop.errors import ArgumentError, UserError
 from convdrop.ops import native
 
@@ -41,17 +43,26 @@ EXIT_INTERRUPTED = 130
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="convdrop",
         description="Structured dropout for convolutional networks: ops, benchmarks, "
         "experiments and pictures.",
         epilog="A bad input is reported as one line; CONVDROP_DEBUG=1 adds its traceback.",
     )
+    parser.add_argument("--version", action="version", version=f"convdrop {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_cli(subparsers)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (``unknown`` when run from a bare source tree)."""
+    try:
+        return version("convdrop")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _check_environment() -> None:

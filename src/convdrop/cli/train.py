@@ -29,6 +29,7 @@ from pydantic import Field
 from convdrop.cli import flags
 from convdrop.errors import ArgumentError
 from convdrop.lab.distributed import check_sync_bn, per_rank_batch, process_group
+from convdrop.lab.preflight import preflight
 from convdrop.lab.run import execute
 from convdrop.lab.spec import ExperimentSpec
 from convdrop.lab.store import (
@@ -86,6 +87,7 @@ def _silent(text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``convdrop train`` (every torchrun process runs it)."""
     spec, method = train_spec(args)
+    preflight(spec, Path(args.out), [args.seed])  # every check before any output
     paths = RunPaths.of(Path(args.out), method, args.seed)
     with process_group(spec.device) as dist:
         say = print if dist.is_writer and not args.quiet else _silent

@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -108,9 +109,10 @@ def _run_pool(spec: ExperimentSpec, runs: list[tuple[str, int]], out: Path, bar:
         return [f.result() for f in futures]
 
 
-def write_outputs(spec: ExperimentSpec, out: Path, results: list[dict]) -> tuple[Path, list]:
+def write_outputs(spec: ExperimentSpec, out: Path, results: list[dict], *,
+                  wall_seconds: float | None = None) -> tuple[Path, list]:
     """results.json, summary.csv, plots and report.md; returns the report and summaries."""
-    from convdrop.lab import plots, report  # here, not on top: scipy is slow for `--help`
+    from convdrop.lab import plots, provenance, report  # not on top: scipy is slow for --help
 
     _io.write_json(out / "results.json", results)
     summaries = report.summarize(results, control="control")
@@ -127,7 +129,9 @@ def write_outputs(spec: ExperimentSpec, out: Path, results: list[dict]) -> tuple
     notes = [f"data: {spec.data}, model: {spec.model}, {spec.epochs} epochs, "
              f"{spec.seeds} seeds, train_size: {spec.train_size or 'all'}"]
     path = report.write_report(out, summaries, title=f"convdrop compare: {spec.name}",
-                               config=spec.model_dump(), figures=figures, notes=notes)
+                               config=spec.model_dump(), figures=figures, notes=notes,
+                               run_info=provenance.run_info(spec, wall_seconds),
+                               settings=provenance.method_settings(spec))
     return path, summaries
 
 
@@ -136,5 +140,6 @@ def compare(spec: ExperimentSpec, out: Path, *,
     """Run the grid and write every output; returns the report's path and the summaries."""
     out.mkdir(parents=True, exist_ok=True)
     _io.write_json(out / "config.json", spec.model_dump())
+    started = time.perf_counter()
     results = run_grid(spec, out, show_progress=show_progress)
-    return write_outputs(spec, out, results)
+    return write_outputs(spec, out, results, wall_seconds=time.perf_counter() - started)
