@@ -2,7 +2,7 @@
 
 argparse prints the whole usage and then the error; here the error is one line
 (``convdrop compare: error: argument --optimizer: invalid choice 'adam' (choose from
-sgd, adamw); did you mean 'adamw'?``) and ``--help`` is named for the rest, as for
+'sgd', 'adamw'); did you mean 'adamw'?``) and ``--help`` is named for the rest, as for
 every other user error. Light on purpose: ``convdrop --help`` imports it.
 """
 
@@ -28,12 +28,12 @@ def _choices(text: str) -> list[str]:
 
 
 def one_line_error(message: str, flags: list[str]) -> str:
-    """argparse's message with the choices unquoted and a "did you mean" where one is close."""
+    """argparse's message with a "did you mean" where a choice or flag is close."""
     choice = _INVALID_CHOICE.search(message)
     if choice:
         options = _choices(choice["choices"])
         head = message[:choice.start()]
-        return (f"{head}invalid choice {choice['value']!r} (choose from {', '.join(options)})"
+        return (f"{head}invalid choice {choice['value']!r} (choose from {choice['choices']})"
                 f"{did_you_mean(choice['value'], options)}")
     unknown = _UNRECOGNIZED.search(message)
     if unknown:
