@@ -79,9 +79,17 @@ def _run(args: argparse.Namespace) -> int:
     return int(args.func(args) or 0)
 
 
+def _command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    (subparsers,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return subparsers.choices[command]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``convdrop`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the command's own parser, which suggests its closest flag
+        _command_parser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
     prefix = f"convdrop {args.command}"
     try:
         return _run(args)
