@@ -95,6 +95,9 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, width: i
     if any(len(row) != len(header) for row in rows) or len(right) != len(header):
         raise ValueError(f"every row and right must have {len(header)} entries")
     widths = _fit(header, rows, width)
+    if sum(widths) + len(GAP) * (len(widths) - 1) > width:  # too narrow: break joined words too
+        rows = [[row[0], *(cell.replace(NBSP, " ") for cell in row[1:])] for row in rows]
+        widths = _fit(header, rows, width)
 
     def block(cells: Sequence[str]) -> list[str]:
         wrapped = [_wrapped(cell, w) for cell, w in zip(cells, widths)]

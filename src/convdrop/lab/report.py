@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING
 
 from convdrop import _io
 from convdrop._tables import NBSP, markdown_table, text_table
-from convdrop.lab.stats import ALPHA, CONFIDENCE, MethodSummary, Welch, summarize, welch
+from convdrop.lab.stats import ALPHA, CONFIDENCE, MethodSummary, Welch, holm, summarize, welch
 from convdrop.ops import validate as v
 
 if TYPE_CHECKING:
     from rich.table import Table
 
 __all__ = [
-    "MethodSummary", "Welch", "render_rich", "render_table", "significance_sentence",
+    "MethodSummary", "Welch", "holm", "render_rich", "render_table", "significance_sentence",
     "summarize", "welch", "write_report", "write_summary_csv",
 ]
 
