@@ -160,5 +160,5 @@ def test_realized_fractions_are_the_masks_means_of_one_draw():
                               "cutout"}
     for name, fraction in fractions.items():
         assert fraction == pytest.approx(float(panels[name + "_mask"].float().mean()))
-    assert "this draw:" in _title("drop_block", panels["drop_block_mask"], 7, 0.1)
-    assert "(p = 0.1)" in _title("spatial_dropout", panels["spatial_dropout_mask"], 7, 0.1)
+    assert "one draw:" in _title("drop_block", panels["drop_block_mask"], 7, 0.1)
+    assert "p = 0.1" in _title("spatial_dropout", panels["spatial_dropout_mask"], 7, 0.1)

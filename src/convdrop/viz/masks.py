@@ -183,7 +183,7 @@ def draw_masks(panels: dict[str, torch.Tensor], out: str | Path, *, p: float, bl
 _METHODS = ("dropout", "spatial_dropout", "drop_block", "drop_block_shared", "cutout")
 _TITLES = {
     "dropout": "dropout",
-    "spatial_dropout": f"spatial dropout (whole channels, {STACK_CHANNELS} copies)",
+    "spatial_dropout": f"spatial dropout ({STACK_CHANNELS} copies)",
     "drop_block": "DropBlock per channel (3 channels)",
     "drop_block_shared": "DropBlock shared (3 channels)",
     "cutout": "Cutout (one patch)",
@@ -201,15 +201,15 @@ def realized_fractions(panels: dict[str, torch.Tensor]) -> dict[str, float]:
 
 
 def _title(name: str, mask: torch.Tensor, block_size: int, p: float) -> str:
-    realized = f"this draw: {100 * mask.float().mean():.1f} % dropped (p = {p:g})"
+    realized = f"one draw: {100 * mask.float().mean():.1f} % dropped, p = {p:g}"
     if name == "spatial_dropout":
         dropped = int(mask.flatten(1).all(dim=1).sum())
-        return f"{_TITLES[name]}\n{dropped} of {mask.shape[0]} channels; {realized}"
-    detail = f"block {block_size}; " if name.startswith("drop_block") else ""
+        return f"{_TITLES[name]}\n{dropped} of {mask.shape[0]} channels\n{realized}"
+    detail = f"block {block_size}" if name.startswith("drop_block") else "single units"
     if name == "cutout":
         side = cutout_side(mask.shape[1], mask.shape[2], p)
-        detail = f"{side}x{side} patch; "
-    return f"{_TITLES[name]}\n{detail}{realized}"
+        detail = f"{side}x{side} patch"
+    return f"{_TITLES[name]}\n{detail}\n{realized}"
 
 
 def _tile(stack: torch.Tensor, gap: int = 2) -> torch.Tensor:
