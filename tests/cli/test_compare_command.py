@@ -48,7 +48,12 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (["--methods", "control", "--model", "resnet_18"],
      "model: unknown model 'resnet_18'; did you mean 'resnet18'?"),
     (["--methods", "control", "--data", "folder:missing"], "folder:missing"),
-    (["--methods", "control", "--data", "digts"], "unknown dataset kind 'digts'"),
+    (["--methods", "control", "--data", "digts"],
+     "unknown dataset kind 'digts' in spec 'digts'; did you mean 'digits'?"),
+    (["--methods", "control", "--model-option", "widht=8"],
+     "model_options: unknown option 'widht' for model 'simple_cnn'; did you mean 'width'?"),
+    (["--spec", "placement.toml"],
+     "got 'hed'; did you mean 'head'?"),
     (["--methods", "control", "--train-size", "100000"], "train_size=100000 exceeds"),
     (["--methods", "batchnorm", "--model", "resnet18_cifar"],
      "method 'batchnorm' switches batch norm on"),
@@ -60,6 +65,10 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 ])
 def test_compare_errors_are_one_line_before_anything_is_written(workdir, capsys, argv,
                                                                 expected):
+    spec = workdir.parent / "placement.toml"  # outside the folder that must stay empty
+    spec.write_text('[experiment]\nmethods = ["head"]\n[methods.head]\nbase = "dropout"\n'
+                    'placement = "hed"\n', encoding="utf-8")
+    argv = [str(spec) if arg == "placement.toml" else arg for arg in argv]
     with pytest.raises(SystemExit) if argv[0].startswith(("--opt", "--workrs")) else _no_exit():
         assert main(["compare", *SMALL, *argv, "--out", "results"]) == 2
     assert expected in _one_line_error(capsys)

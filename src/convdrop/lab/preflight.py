@@ -57,8 +57,21 @@ def check_models(spec: ExperimentSpec, data: Datasets) -> None:
             key = "model" if name == spec.model else f"methods.{method}.model"
             raise SpecError(f"{key}: unknown model {name!r}{did_you_mean(name, models.names())}"
                             f" (expected one of {', '.join(models.names())})")
+        if name == spec.model:
+            _check_model_options(name, spec.model_options)
         with torch.device("meta"):
             build_recipe(spec, method, data.num_classes, data.in_channels)
+
+
+def _check_model_options(name: str, chosen: Mapping[str, Any]) -> None:
+    if ":" in name:  # a model from another library: its builder checks its options
+        return
+    valid = models.options(name)
+    for option in chosen:
+        if option not in valid:
+            raise SpecError(f"model_options: unknown option {option!r} for model {name!r}"
+                            f"{did_you_mean(option, valid)} (expected some of "
+                            f"{', '.join(sorted(valid))})")
 
 
 def _flat(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
-from convdrop.errors import DataError
+from convdrop.errors import DataError, did_you_mean
 from convdrop.lab.data.builtin import SYNTHETIC_CLASSES, make_synthetic, read_digits
 from convdrop.lab.data.cifar import read_cifar
 from convdrop.lab.data.folder import read_image_folder
@@ -90,8 +90,8 @@ def parse_spec(spec: str) -> tuple[str, Path | None]:
     kind = kind.strip().lower()
     if kind not in KINDS:
         raise DataError(
-            f"unknown dataset kind {kind!r} in spec {spec!r}; expected one of "
-            "digits, synthetic, cifar10:PATH, cifar100:PATH, folder:PATH"
+            f"unknown dataset kind {kind!r} in spec {spec!r}{did_you_mean(kind, KINDS)} "
+            "(expected one of digits, synthetic, cifar10:PATH, cifar100:PATH, folder:PATH)"
         )
     if kind in PATH_KINDS:
         if not raw_path.strip():
