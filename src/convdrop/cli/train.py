@@ -28,6 +28,7 @@ from pydantic import Field
 
 from convdrop.cli import flags
 from convdrop.errors import ArgumentError
+from convdrop.lab.base_methods import BASE_METHODS
 from convdrop.lab.distributed import check_sync_bn, per_rank_batch, process_group
 from convdrop.lab.preflight import preflight
 from convdrop.lab.run import execute
@@ -132,8 +133,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "is auto, cpu or cuda (one GPU per process).",
         epilog=flags.LAYERS_EPILOG,
     )
-    parser.add_argument("--method", help="the method to train (see `convdrop presets`; "
-                        "default: the spec's, if it lists only one)")
+    parser.add_argument("--method", help="the method to train: "
+                        f"{', '.join(BASE_METHODS)}, or a [methods.NAME] of the --spec file "
+                        "(default: the spec's, if it lists only one)")
     parser.add_argument("--seed", type=flags.flag_type(Seed), default=0,
                         help="run seed, in [0, 2**32) (default: 0)")
     parser.add_argument("--out", required=True, help="output folder; the run goes to "
