@@ -304,3 +304,9 @@ def test_report_records_run_info_and_method_settings(tmp_path):
     assert "## Methods" in text
     assert ("| db | dropblock | 0.1 | 5 | linear | between_convs | — | — | — | simple_cnn |"
             in text)
+
+
+def test_sentence_when_every_run_failed():
+    failed = summarize([run("control", 0, None, status="failed", error="nan"),
+                        run("a", 0, None, status="failed", error="nan")])
+    assert significance_sentence(failed).startswith("Every run failed")

@@ -111,6 +111,8 @@ def significance_sentence(summaries: Sequence[MethodSummary], alpha: float = ALP
     """A computed sentence on which methods differ from control, if any."""
     test = f"Welch t-test, α = {alpha:g}"
     compared = [s for s in summaries if s.vs_control is not None]
+    if summaries and all(s.n == 0 for s in summaries):
+        return "Every run failed, so nothing was tested; the failed runs say why."
     if not any(s.is_control for s in summaries):
         return "No control method in the results, so no differences were tested."
     if not compared:
