@@ -54,12 +54,12 @@ def assert_png(path, size: tuple[int, int] | None = None) -> None:
 def test_learning_curves_png(tmp_path):
     out = learning_curves(metrics(), tmp_path / "curves.png")
     assert out == tmp_path / "curves.png"
-    assert_png(out, (int(2 * 3.3 * DPI), int((2.6 + 0.6) * DPI)))  # dropblock + drop rate
+    assert_png(out, (int(2 * 3.3 * DPI), int((2.6 + 0.6) * DPI)))  # dropblock, drop rate
 
 
 def test_learning_curves_are_small_multiples_four_to_a_row(tmp_path):
     data = {f"m{i}": [rows(0.01 * i)] for i in range(9)} | {"control": [rows(0.0)]}
-    out = learning_curves(data, tmp_path / "curves.png")  # 9 methods + drop rate: 3 rows of 4
+    out = learning_curves(data, tmp_path / "curves.png")  # 9 methods, then drop rate: 3 rows
     assert_png(out, (int(4 * 3.3 * DPI), int((3 * 2.6 + 0.6) * DPI)))
 
 

@@ -86,19 +86,20 @@ def _curve(ax: Axes, runs: Sequence[Sequence[Mapping]], key: str, colour: object
                         linewidth=0)
 
 
-def _grid(panels: int, columns: int = 4) -> tuple[Figure, list[Axes]]:
-    """A figure of ``panels`` small axes, ``columns`` to a row; unused cells hidden."""
+def _grid(panels: int, columns: int = 4) -> tuple[Figure, list[Axes], Axes]:
+    """``panels`` small axes, ``columns`` to a row, and one wide axes after them that spans
+    the rest of the last row (or a row of its own when the last row is full)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    columns = min(columns, panels)
-    rows = math.ceil(panels / columns)
+    columns = max(1, min(columns, panels + 1))
+    rows = panels // columns + 1
     figure = Figure(figsize=(3.3 * columns, 2.6 * rows + 0.6), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
-    axes = list(figure.subplots(rows, columns, squeeze=False).ravel())
-    for ax in axes[panels:]:
-        ax.set_visible(False)
-    return figure, axes[:panels]
+    grid = figure.add_gridspec(rows, columns)
+    small = [figure.add_subplot(grid[i // columns, i % columns]) for i in range(panels)]
+    wide = figure.add_subplot(grid[rows - 1, panels % columns:])
+    return figure, small, wide
 
 
 def _no_rows(ax: Axes, text: str) -> None:
@@ -137,12 +138,11 @@ def _drop_rate_panel(ax: Axes, metrics: Metrics, colours: Mapping[str, object]) 
         ax.plot(epochs, mean, styles[i % len(styles)], color=colours[names[0]], linewidth=2,
                 marker="o", markersize=3, label=", ".join(names))
     if curves:
-        ax.legend(fontsize="x-small", loc="best")
+        ax.legend(fontsize="small", loc="lower right")  # below a ramp, beside a constant
     else:
         _no_rows(ax, "no method drops units")
-    ax.set_title("drop rate p (0 for: " + (", ".join(idle) or "none") + ")"
-                 if len(idle) <= 2 else f"drop rate p ({len(idle)} methods at 0)",
-                 fontsize="medium")
+    zero = ", ".join(idle) if len(idle) <= 6 else f"{len(idle)} methods"
+    ax.set_title(f"drop rate p (0 for {zero})" if idle else "drop rate p", fontsize="medium")
     ax.set_ylim(bottom=0)
 
 
@@ -162,16 +162,16 @@ def learning_curves(metrics: Metrics, out: Path, *, control: str = "control") ->
     colours = _colours(list(metrics), control)
     reference = metrics.get(control)
     others = [m for m in metrics if m != control] or list(metrics)
-    figure, axes = _grid(len(others) + 1)
+    figure, panels, drop_panel = _grid(len(others))
     values = [100 * row[key] for runs in metrics.values() for rows in runs for row in rows
               for key in ("val_acc", "train_acc") if math.isfinite(row.get(key, math.nan))]
     low = max(0.0, min(values, default=0.0) - 5.0)
-    for ax, method in zip(axes, others):
+    for ax, method in zip(panels, others):
         _accuracy_panel(ax, method, metrics[method],
                         reference if method != control else None, colours[method])
         ax.set_ylim(low, 101)
-    _drop_rate_panel(axes[-1], metrics, colours)
-    for ax in axes:
+    _drop_rate_panel(drop_panel, metrics, colours)
+    for ax in [*panels, drop_panel]:
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.supxlabel("epoch", fontsize="small")

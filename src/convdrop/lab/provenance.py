@@ -7,6 +7,7 @@ installed packages and the machine.
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -39,11 +40,15 @@ def duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def _device_text(name: str) -> str:
+def _device_text(name: str, workers: int) -> str:
     device = resolve_device(name)
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)}), requested {name!r}"
-    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+    threads = ""
+    if device.type == "cpu":  # the runner gives each worker process its share of the cores
+        each = torch.get_num_threads() if workers == 1 else max(1, (os.cpu_count() or 1)
+                                                                // workers)
+        threads = f", {each} thread(s) per run"
     return f"{device} ({platform.processor() or platform.machine()}{threads}), requested {name!r}"
 
 
@@ -52,7 +57,7 @@ def run_info(spec: ExperimentSpec, wall_seconds: float | None) -> dict[str, str]
     info = {
         "versions": f"convdrop {_version('convdrop')}, torch {torch.__version__}, "
                     f"Python {platform.python_version()}",
-        "device": _device_text(spec.device),
+        "device": _device_text(spec.device, spec.workers),
         "runs": f"{len(spec.methods)} methods x {spec.seeds} seeds, {spec.workers} worker "
                 f"process(es)",
         "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
