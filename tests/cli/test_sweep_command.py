@@ -34,7 +34,7 @@ def test_cli_sweep_runs_and_prints_the_verdict(tmp_path, capsys):
     (["--p", "0.1", "--placement", "nowhere"], "sweep.placement 'nowhere' is not a placement"),
     (["--p", "0.1", "--placement", "head"],
      "sweep setting 'dropblock_scheduled-p0.1-head': placement 'head' takes"),
-    (["--preset", "nope"], "argument --preset: invalid choice: 'nope'"),
+    (["--preset", "nope"], "argument --preset: invalid choice 'nope'"),
     (["--p", "0.1", "--epochs", "0"], "argument --epochs: invalid value '0'"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(argv, message, tmp_path, capsys,

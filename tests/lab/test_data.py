@@ -317,6 +317,18 @@ def _corrupt(folder: Path, name: str, content: bytes) -> None:
          "2 images but 1 labels"),
         ("data_batch_1", pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [10]}),
          r"labels must lie in \[0, 10\)"),
+        *[pytest.param("data_batch_1", pickle.dumps({b"data": np.zeros((2, 3072), np.uint8),
+                                                      b"labels": [0, bad]}), fragment,
+                       id=f"label {bad!r}")
+          for bad, fragment in [
+              (1.7, r"label 1 is 1.7 \(float\)"), (1.0, r"label 1 is 1.0 \(float\)"),
+              ("1", r"label 1 is '1' \(str\)"), (True, r"label 1 is True \(bool\)"),
+              ([1], r"label 1 is \[1\] \(list\)"),
+              (2**70, r"labels must lie in \[0, 10\), but label 1 is 1180591620717411303424"),
+          ]],
+        pytest.param("data_batch_1", pickle.dumps({b"data": np.zeros((2, 3072), np.uint8),
+                                                    b"labels": np.array([0.0, 1.0])}),
+                     r"must be a list of ints, got a float64 array", id="float array labels"),
     ],
 )
 def test_cifar_bad_files(tmp_path: Path, name: str, content: bytes, fragment: str) -> None:

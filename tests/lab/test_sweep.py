@@ -91,7 +91,7 @@ def test_real_probe_measures_the_drop_budget_of_each_model():
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({"p": [0.1, 1.5]}, r"sweep.p.1: Input should be less than or equal to 1 \(got 1.5\)"),
+    ({"p": [0.1, 1.5]}, r"sweep.p.1: input should be less than or equal to 1 \(got 1.5\)"),
     ({"method": "cutout", "p": [0.1]}, r"sweep.method must be a method with a drop rate.*"
                                        r"got 'cutout'"),
     ({"method": "dropout", "p": [0.1], "block_size": [3]},
@@ -102,7 +102,7 @@ def test_real_probe_measures_the_drop_budget_of_each_model():
     ({"p": [0.1, 0.1]}, r"sweep.p lists a value twice: \[0.1, 0.1\]"),
     ({"p": [0]}, r"no point with p > 0"),
     ({"p": [0, 0.1], "control": False}, r"sweep.p holds 0, the control point"),
-    ({"p": [0.1], "spread": 3}, r"sweep.spread: Extra inputs are not permitted \(got 3\)"),
+    ({"p": [0.1], "bloc_size": [3]}, r"sweep.bloc_size: unknown key; did you mean 'block_size'"),
     ({"p": [0.1], "placement": ["head"]},
      r"sweep setting 'dropblock_scheduled-p0.1-head': placement 'head' takes regularizer "
      r"'dropout'"),
@@ -111,7 +111,8 @@ def test_bad_sweeps_are_one_line_errors_naming_key_and_value(fields, message):
     probe = budget_probe if fields.get("placement") == ["head"] else fake_probe
     with pytest.raises(SpecError, match=message) as caught:
         build_sweep(overrides=TINY, sweep_overrides=fields, probe=probe)
-    assert "\n" not in str(caught.value)
+    assert "\n" not in str(caught.value) and str(caught.value).startswith("sweep")
+    assert "sweep.sweep" not in str(caught.value)
 
 
 def test_spec_file_layers_and_its_errors(tmp_path):

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from convdrop.cli import flags
+from convdrop.lab.preflight import preflight
 from convdrop.lab.spec import ExperimentSpec
 from convdrop.lab.sweep import SweepSettings, build_sweep
 from convdrop.lab.sweep_presets import DEFAULT_PRESET, SWEEP_PRESETS
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
                             overrides={**experiment, "model_options": merged})
     spec = sweep.spec
     out = Path(args.out) if args.out else Path("results") / f"sweep-{spec.name}"
+    preflight(spec, out, range(spec.seeds))  # device, data, models, runs already in --out
     console = Console(width=None if sys.stdout.isatty() else 120)
     console.print(f"[bold]convdrop sweep[/bold] {spec.name}: {sweep.settings.method}, "
                   f"{len(spec.methods)} settings x {spec.seeds} seeds on {spec.data} / "

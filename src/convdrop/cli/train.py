@@ -27,15 +27,18 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from convdrop.cli import flags
-from convdrop.errors import ArgumentError
+from convdrop.errors import ArgumentError, OutputError
+from convdrop.lab.base_methods import BASE_METHODS
 from convdrop.lab.distributed import check_sync_bn, per_rank_batch, process_group
-from convdrop.lab.run import execute
+from convdrop.lab.preflight import preflight
+from convdrop.lab.run import check_run, discard_run, execute
 from convdrop.lab.spec import ExperimentSpec
 from convdrop.lab.store import (
     Progress,
     RunPaths,
     check_unfinished,
     finished_result,
+    prepare_out,
     read_metrics,
     write_config,
 )
@@ -87,8 +90,30 @@ def _silent(text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``convdrop train`` (every torchrun process runs it)."""
     spec, method = train_spec(args)
-    paths = RunPaths.of(Path(args.out), method, args.seed)
+    try:
+        return _run(args, spec, method)
+    except OutputError as err:
+        raise OutputError(f"--out {args.out}: {err}") from err
+
+
+def _restart(args: argparse.Namespace, spec: ExperimentSpec, method: str,
+             paths: RunPaths) -> None:
+    """``--restart [RUN]``: delete this run's files; otherwise check them before any write."""
+    if args.restart is None:
+        check_run(spec, method, args.seed, Path(args.out))
+    elif args.restart not in ("", paths.run):
+        raise ArgumentError(f"--restart {args.restart!r}: this command trains {paths.run}")
+    else:
+        discard_run(Path(args.out), method, args.seed)
+
+
+def _run(args: argparse.Namespace, spec: ExperimentSpec, method: str) -> int:
+    # every check before any output; a run to --restart is not checked, it is deleted
+    preflight(spec, Path(args.out), [] if args.restart is not None else [args.seed])
+    paths = RunPaths.of(prepare_out(Path(args.out)), method, args.seed)
     with process_group(spec.device) as dist:
+        if dist.is_writer:
+            _restart(args, spec, method, paths)
         say = print if dist.is_writer and not args.quiet else _silent
         done = finished_result(paths, spec.run_key(method))
         if done is not None:
@@ -131,14 +156,17 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "is auto, cpu or cuda (one GPU per process).",
         epilog=flags.LAYERS_EPILOG,
     )
-    parser.add_argument("--method", help="the method to train (see `convdrop presets`; "
-                        "default: the spec's, if it lists only one)")
+    parser.add_argument("--method", help="the method to train: "
+                        f"{', '.join(BASE_METHODS)}, or a [methods.NAME] of the --spec file "
+                        "(default: the spec's, if it lists only one)")
     parser.add_argument("--seed", type=flags.flag_type(Seed), default=0,
                         help="run seed, in [0, 2**32) (default: 0)")
     parser.add_argument("--out", required=True, help="output folder; the run goes to "
                         "OUT/runs/<method>/seed<S>/")
     parser.add_argument("--resume", action="store_true",
                         help="continue an unfinished run from its checkpoint")
+    parser.add_argument("--restart", nargs="?", const="", metavar="RUN",
+                        help="delete this run's files and train it from scratch")
     flags.add_spec_flags(parser)
     parser.add_argument("--sync-bn", action="store_true",
                         help="SyncBatchNorm across processes (CUDA under torchrun; no effect in "

@@ -12,13 +12,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from convdrop.errors import MissingFileError, SpecError
+from convdrop import models
+from convdrop.errors import MissingFileError, SpecError, did_you_mean
 from convdrop.lab import presets
 from convdrop.lab.base_methods import BASE_METHODS
 
@@ -26,6 +36,30 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+
+# Names that become folder names: letters, digits, "-", "_", "."; no leading dot, no separator.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+
+
+def check_name(value: str, key: str) -> str:
+    """``value`` if it is a safe folder name, else :class:`SpecError` naming ``key``."""
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        raise SpecError(f"{key}: {_NAME_RULE} (got {value!r})")
+    return value
+
+
+_NAME_RULE = ("a name must be 1-100 letters, digits, '-', '_' or '.', not starting with '.' "
+              "(it names a folder under --out)")
+
+
+def _safe_name(value: str) -> str:
+    if not NAME_PATTERN.fullmatch(value):
+        raise ValueError(_NAME_RULE)
+    return value
+
+
+SafeName = Annotated[str, AfterValidator(_safe_name)]
 
 
 class MethodOptions(BaseModel):
@@ -48,14 +82,14 @@ class ExperimentSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field("regularizers", description="the preset it started from; names the "
+    name: SafeName = Field("regularizers", description="the preset it started from; names the "
                       "default output folder")
-    methods: list[str] = Field(min_length=1, description="methods to run, in report order")
+    methods: list[SafeName] = Field(min_length=1, description="methods to run, in report order")
     seeds: int = Field(3, ge=1, le=100, description="runs per method, seeds 0..seeds-1")
     epochs: int = Field(15, ge=1, description="training epochs")
     data: str = Field("digits", description="digits | synthetic | cifar10:PATH | "
                       "cifar100:PATH | folder:PATH")
-    model: str = Field("simple_cnn", description="model name (see convdrop.models.names())")
+    model: str = Field("simple_cnn", description="model: " + " | ".join(models.names()))
     model_options: dict[str, int | float | bool | str] = Field(
         default_factory=dict, description="model option (repeatable)",
         examples=[{"width": 16}], json_schema_extra={"flag": "model-option"})
@@ -87,7 +121,17 @@ class ExperimentSpec(BaseModel):
     amp: bool | None = Field(None, description="bfloat16 autocast (CUDA only); none = on for "
                              "CUDA")
     workers: int = Field(1, ge=1, description="parallel runs (processes)")
-    method_options: dict[str, MethodOptions] = Field(default_factory=dict)
+    method_options: dict[SafeName, MethodOptions] = Field(default_factory=dict)
+
+    @field_validator("data", "model", "device")
+    @classmethod
+    def _utf8(cls, value: str) -> str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("not valid UTF-8 (a path with undecodable bytes?); rename it "
+                             "to a UTF-8 name") from None
+        return value
 
     @model_validator(mode="after")
     def _methods_known(self) -> ExperimentSpec:
@@ -95,38 +139,61 @@ class ExperimentSpec(BaseModel):
             options = self.method_options.get(name)
             base = options.base if options and options.base else name
             if base not in BASE_METHODS:
+                what = f"method {name!r}" if base == name else f"base {base!r} of {name!r}"
                 raise ValueError(
-                    f"unknown method {name!r}: expected one of {sorted(BASE_METHODS)}, "
-                    f"or a [methods.{name}] table with base = one of them"
+                    f"methods: unknown {what}{did_you_mean(base, BASE_METHODS)} (expected one "
+                    f"of {', '.join(sorted(BASE_METHODS))}, or a [methods.{name}] table "
+                    "with base = one of them)"
                 )
         if len(set(self.methods)) != len(self.methods):
-            raise ValueError(f"methods lists a name twice: {self.methods}")
+            raise ValueError(f"methods: a name is listed twice in {self.methods}")
         return self
 
     def options_for(self, method: str) -> MethodOptions:
         """The overrides of one method (empty if none)."""
         return self.method_options.get(method, MethodOptions())
 
-    def run_key(self, method: str) -> str:
-        """Hash of every setting one run of ``method`` depends on (not seeds, not workers)."""
-        shared = self.model_dump(exclude={"name", "methods", "seeds", "workers", "device",
+    def run_settings(self, method: str) -> dict[str, Any]:
+        """Every setting one run of ``method`` depends on (not the seed count or device).
+
+        ``workers`` is in it: each worker process computes with fewer CPU threads, which
+        changes the float sums, so a run of another worker count is not the same run.
+        """
+        shared = self.model_dump(exclude={"name", "methods", "seeds", "device",
                                           "method_options"})
-        payload = {"shared": shared, "method": method,
-                   "options": self.options_for(method).model_dump()}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        return {"shared": shared, "method": method,
+                "options": self.options_for(method).model_dump()}
+
+    def run_key(self, method: str) -> str:
+        """Hash of :meth:`run_settings`: a run folder holds the results of one key."""
+        payload = json.dumps(self.run_settings(method), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def format_validation_error(err: ValidationError, where: str) -> str:
-    """One readable line per problem: ``experiment.epochs: ... (got 0)``."""
-    lines = []
-    for problem in err.errors():
-        if not problem["loc"]:  # a check across fields: its message names what is wrong
-            lines.append(f"{where}: {problem['msg'].removeprefix('Value error, ')}")
-            continue
-        path = ".".join(str(part) for part in problem["loc"])
-        got = f" (got {problem['input']!r})" if "input" in problem else ""
-        lines.append(f"{where}.{path}: {problem['msg']}{got}")
-    return "; ".join(lines)
+    """One readable line per problem, naming the key and the value: ``experiment.epochs:
+    input should be greater than or equal to 1 (got 0)``; an unknown key or name gets the
+    closest valid one ("did you mean ...?")."""
+    return "; ".join(_problem_text(problem, where) for problem in err.errors())
+
+
+def _problem_text(problem: Any, where: str) -> str:
+    msg = problem["msg"].removeprefix("Value error, ")
+    loc = [str(part) for part in problem["loc"]]
+    if not loc:  # a check across fields: its message starts with the key it is about
+        return f"{where}.{msg}"
+    in_method = loc[0] == "method_options"  # TOML [methods.NAME] tables
+    key = ".".join(["methods", *loc[1:]] if in_method else [where, *loc])
+    got = problem.get("input")
+    if problem["type"] == "extra_forbidden":
+        known = MethodOptions.model_fields if in_method else ExperimentSpec.model_fields
+        hint = did_you_mean(loc[-1], known) or f" (expected one of {', '.join(known)})"
+        return f"{key}: unknown key{hint}"
+    text = f"{key}: {msg[:1].lower()}{msg[1:]} (got {got!r})" if "input" in problem else \
+        f"{key}: {msg}"
+    if problem["type"] == "literal_error":
+        text += did_you_mean(got, re.findall(r"'([^']*)'", problem["ctx"]["expected"]))
+    return text
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -138,6 +205,10 @@ def read_toml(path: Path) -> dict[str, Any]:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise SpecError(f"spec file {str(path)!r} is not valid TOML: {err}") from err
+    except UnicodeDecodeError as err:
+        raise SpecError(f"spec file {str(path)!r} is not UTF-8 text: {err}") from None
+    except RecursionError:
+        raise SpecError(f"spec file {str(path)!r} is nested too deeply to be a spec") from None
     unknown = set(raw) - {"experiment", "methods"}
     if unknown:
         raise SpecError(

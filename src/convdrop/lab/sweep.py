@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from convdrop.errors import MissingFileError, SpecError
+from convdrop.errors import MissingFileError, SpecError, did_you_mean
 from convdrop.lab.base_methods import BASE_METHODS
 from convdrop.lab.methods import PLACEMENTS, build_recipe
 from convdrop.lab.spec import ExperimentSpec, build_spec, format_validation_error
@@ -83,7 +83,8 @@ class SweepSettings(BaseModel):
             raise ValueError(f"sweep.method must be a method with a drop rate, one of {swept}; "
                              f"got {self.method!r}")
         if (self.p is None) == (self.budget is None):
-            raise ValueError("sweep: give exactly one of p = [...] and budget = [...]")
+            raise ValueError("sweep.p, sweep.budget: give exactly one of p = [...] and "
+                             "budget = [...]")
         if self.block_size is not None and base.regularizer != "dropblock":
             raise ValueError(f"sweep.block_size applies to DropBlock methods; method "
                              f"{self.method!r} uses {base.regularizer}")
@@ -201,12 +202,28 @@ def _with_methods(base: ExperimentSpec, tables: dict[str, dict[str, Any]]) -> Ex
         return ExperimentSpec.model_validate({**base.model_dump(), "methods": list(tables),
                                               "method_options": tables})
     except ValidationError as err:
-        raise SpecError(_one_line(err)) from None
+        raise SpecError(format_validation_error(err, "sweep")) from None
 
 
 def _one_line(err: ValidationError) -> str:
-    """pydantic's problems as one line; checks across fields already name their key."""
-    return format_validation_error(err, "sweep").replace("sweep: sweep", "sweep")
+    """The ``[sweep]`` table's problems as one line naming each key and value; checks
+    across fields already name their key; an unknown key gets the closest valid one."""
+    parts = []
+    for problem in err.errors():
+        msg = problem["msg"].removeprefix("Value error, ")
+        if not problem["loc"]:
+            parts.append(msg)
+            continue
+        key = "sweep." + ".".join(str(part) for part in problem["loc"])
+        if problem["type"] == "extra_forbidden":
+            known = list(SweepSettings.model_fields)
+            hint = did_you_mean(str(problem["loc"][-1]), known) or \
+                f" (expected one of {', '.join(known)})"
+            parts.append(f"{key}: unknown key{hint}")
+            continue
+        got = f" (got {problem['input']!r})" if "input" in problem else ""
+        parts.append(f"{key}: {msg[:1].lower()}{msg[1:]}{got}")
+    return "; ".join(parts)
 
 
 def expand(settings: SweepSettings, base: ExperimentSpec, probe: Probe) -> Sweep:

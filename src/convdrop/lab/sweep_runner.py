@@ -16,12 +16,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from convdrop import _io
-from convdrop.lab import report, runner
+from convdrop.errors import OutputError
+from convdrop.lab import lock, report, runner
+from convdrop.lab.run import check_run
 from convdrop.lab.spec_toml import spec_to_toml
+from convdrop.lab.store import prepare_out
 from convdrop.lab.sweep import Sweep
 from convdrop.lab.sweep_plots import dose_response, heatmap
 from convdrop.lab.sweep_report import write_sweep_csv, write_sweep_report
 from convdrop.lab.sweep_stats import SweepStats, analyse
+from convdrop.lab.workers import sigterm_as_interrupt
 
 __all__ = ["SPEC_FILE", "run_adaptive", "run_sweep", "rungs", "write_sweep_outputs"]
 
@@ -33,16 +37,27 @@ TOML_HEADER = ("The expanded spec of a convdrop sweep: one method per setting. T
 
 def run_sweep(sweep: Sweep, out: Path, *, show_progress: bool = True
               ) -> tuple[Path, SweepStats]:
-    """Run (or resume) every point over its seeds and write every output."""
-    out.mkdir(parents=True, exist_ok=True)
-    _io.write_json(out / "config.json", sweep.spec.model_dump())
-    _io.write_json(out / "sweep.json", sweep.to_json())
-    _io.write_text(out / SPEC_FILE, spec_to_toml(sweep.spec, header=TOML_HEADER))
-    if sweep.settings.adaptive:
-        results, rounds = run_adaptive(sweep, out, show_progress=show_progress)
-    else:
-        results, rounds = runner.run_grid(sweep.spec, out, show_progress=show_progress), []
-    return write_sweep_outputs(sweep, out, results, rounds=rounds)
+    """Run (or resume) every point over its seeds and write every output.
+
+    As ``compare``: ``out``'s lock is held, every run already there is read back and
+    checked before anything is written, and a failed write names ``--out``.
+    """
+    out = prepare_out(out)
+    try:
+        with sigterm_as_interrupt(), lock.hold(out):
+            for method, seed in runner.grid(sweep.spec):
+                check_run(sweep.spec, method, seed, out)
+            _io.write_json(out / "config.json", sweep.spec.model_dump())
+            _io.write_json(out / "sweep.json", sweep.to_json())
+            _io.write_text(out / SPEC_FILE, spec_to_toml(sweep.spec, header=TOML_HEADER))
+            if sweep.settings.adaptive:
+                results, rounds = run_adaptive(sweep, out, show_progress=show_progress)
+            else:
+                results = runner.run_grid(sweep.spec, out, show_progress=show_progress)
+                rounds = []
+            return write_sweep_outputs(sweep, out, results, rounds=rounds)
+    except OutputError as err:
+        raise OutputError(f"--out {out}: {err}") from err
 
 
 def rungs(min_seeds: int, seeds: int) -> list[int]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from convdrop.lab.stats import ALPHA, CONFIDENCE, MethodSummary, Welch, welch
+from convdrop.lab.stats import ALPHA, CONFIDENCE, MethodSummary, Welch, holm, welch
 
 __all__ = ["Interval", "PointStats", "SweepStats", "analyse", "holm", "t_interval"]
 
@@ -50,20 +50,6 @@ def t_interval(xs: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
     half = float(stats.t.ppf(0.5 + confidence / 2, values.size - 1)
                  * values.std(ddof=1) / math.sqrt(values.size))
     return Interval(mean, mean - half, mean + half, int(values.size))
-
-
-def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (step-down, monotone, at most 1), input order.
-
-    NaN entries (untestable comparisons) stay NaN and do not count in the family.
-    """
-    indexed = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
-    adjusted = [math.nan] * len(p_values)
-    running = 0.0
-    for rank, (p, i) in enumerate(indexed):
-        running = max(running, min(1.0, (len(indexed) - rank) * p))
-        adjusted[i] = running
-    return adjusted
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from convdrop import _io
 from convdrop._devices import resolve_device
 from convdrop.errors import DataError, RunFolderError
 from convdrop.lab import distributed as dd
+from convdrop.lab.checkpoint import read_checkpoint, save_checkpoint
 from convdrop.lab.data import Datasets, load_dataset, normalize
 from convdrop.lab.data.stream import worker_message
 from convdrop.lab.engine import (
@@ -48,33 +49,30 @@ from convdrop.lab.engine import (
 )
 from convdrop.lab.methods import build_recipe
 from convdrop.lab.spec import ExperimentSpec
-from convdrop.lab.store import (
-    METRIC_FIELDS,
-    Progress,
-    RunPaths,
-    load_checkpoint,
-    read_metrics,
-    save_checkpoint,
-)
+from convdrop.lab.store import METRIC_FIELDS, Progress, RunPaths
 from convdrop.layers import Regularizer
 
 EVAL_BATCH = 256
 
 
-@functools.lru_cache(maxsize=4)
-def _datasets(data: str, train_size: int | None, seed: int, image_size: int | None, mode: str,
-              augment: str, normalization: str, cache_dir: Path | None) -> Datasets:
+def _load(data: str, train_size: int | None, seed: int, image_size: int | None, mode: str,
+          augment: str, normalization: str, cache_dir: Path | None) -> Datasets:
     return normalize(load_dataset(data, train_size=train_size, seed=seed, image_size=image_size,
                                   mode=mode, augment=augment, normalization=normalization,
                                   cache_dir=cache_dir))
 
 
-def load_run_data(spec: ExperimentSpec, seed: int, cache_dir: Path | None = None) -> Datasets:
+_datasets = functools.lru_cache(maxsize=4)(_load)
+
+
+def load_run_data(spec: ExperimentSpec, seed: int, cache_dir: Path | None = None, *,
+                  keep: bool = True) -> Datasets:
     """Normalized splits; seed k draws training subset k (the same for every method).
-    A streamed folder caches its index and statistics in ``cache_dir``."""
-    return _datasets(spec.data, spec.train_size, seed if spec.train_size else 0,
-                     spec.image_size, spec.data_mode, spec.augment, spec.normalization,
-                     cache_dir)
+    A streamed folder caches its index and statistics in ``cache_dir``; ``keep`` holds the
+    result for the next call with the same arguments (the runs of this process)."""
+    load = _datasets if keep else _load
+    return load(spec.data, spec.train_size, seed if spec.train_size else 0, spec.image_size,
+                spec.data_mode, spec.augment, spec.normalization, cache_dir)
 
 
 def loader_workers(spec: ExperimentSpec, streaming: bool) -> int:
@@ -258,9 +256,7 @@ class Trainer:
 
     def fit(self, paths: RunPaths, *, progress: Progress | None = None) -> list[dict[str, Any]]:
         """Train the remaining epochs; returns every epoch's metrics row."""
-        state = load_checkpoint(paths.checkpoint)
-        start = self.load_state_dict(state) if state is not None else 0
-        rows: list[dict[str, Any]] = read_metrics(paths)[:start]
+        start, rows = self.resume_from(paths)
         epochs = self.spec.epochs
         if progress:
             progress(start, epochs)
@@ -274,6 +270,22 @@ class Trainer:
             if progress:
                 progress(epoch + 1, epochs)
         return rows
+
+    def resume_from(self, paths: RunPaths) -> tuple[int, list[dict[str, Any]]]:
+        """Load the run's checked checkpoint, if any: (finished epochs, their metrics rows)."""
+        found = read_checkpoint(paths, run_key=self.spec.run_key(self.method), seed=self.seed,
+                                epochs=self.spec.epochs)
+        if found is None:
+            return 0, []
+        state, rows = found
+        try:
+            return self.load_state_dict(state), rows
+        except RunFolderError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+            problem = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+            raise paths.broken(paths.checkpoint, f"does not fit this run's model or "
+                               f"optimizer ({problem})") from None
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         """One epoch of training plus validation, as a metrics row (for the whole job)."""
