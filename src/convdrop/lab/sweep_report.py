@@ -167,11 +167,16 @@ def write_sweep_csv(path: Path, sweep: Sweep, stats: SweepStats) -> Path:
 
 def write_sweep_report(out: Path, sweep: Sweep, stats: SweepStats, *, title: str,
                        figures: Mapping[str, Path], failures: Sequence[Sequence[str]],
-                       notes: Sequence[str] = ()) -> Path:
-    """``out/report.md``: verdict, best, the table, figures, how to read, failures, config."""
+                       notes: Sequence[str] = (), run_info: Mapping[str, str] | None = None
+                       ) -> Path:
+    """``out/report.md``: what ran (``run_info``: versions, device, wall time), verdict,
+    best, the table, figures, how to read, failures, config."""
     header, rows = point_rows(sweep, stats)
     align = ["left"] + ["right"] * (len(header) - 1)
-    parts = [f"# {title}\n", "## Verdict\n", verdict(sweep, stats) + "\n"]
+    parts = [f"# {title}\n"]
+    if run_info:
+        parts += ["".join(f"- {key}: {value}\n" for key, value in run_info.items())]
+    parts += ["## Verdict\n", verdict(sweep, stats) + "\n"]
     if stats.best is not None:
         best_point = next(p for p in sweep.points if p.name == stats.best)
         best = stats.point(stats.best)

@@ -13,11 +13,12 @@ more than one line) and ``report.md``.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from convdrop import _io
 from convdrop.errors import OutputError
-from convdrop.lab import lock, report, runner
+from convdrop.lab import lock, provenance, report, runner
 from convdrop.lab.run import check_run
 from convdrop.lab.spec_toml import spec_to_toml
 from convdrop.lab.store import prepare_out
@@ -50,12 +51,14 @@ def run_sweep(sweep: Sweep, out: Path, *, show_progress: bool = True
             _io.write_json(out / "config.json", sweep.spec.model_dump())
             _io.write_json(out / "sweep.json", sweep.to_json())
             _io.write_text(out / SPEC_FILE, spec_to_toml(sweep.spec, header=TOML_HEADER))
+            started = time.perf_counter()
             if sweep.settings.adaptive:
                 results, rounds = run_adaptive(sweep, out, show_progress=show_progress)
             else:
                 results = runner.run_grid(sweep.spec, out, show_progress=show_progress)
                 rounds = []
-            return write_sweep_outputs(sweep, out, results, rounds=rounds)
+            return write_sweep_outputs(sweep, out, results, rounds=rounds,
+                                       wall_seconds=time.perf_counter() - started)
     except OutputError as err:
         raise OutputError(f"--out {out}: {err}") from err
 
@@ -96,7 +99,8 @@ def run_adaptive(sweep: Sweep, out: Path, *, show_progress: bool = True
 
 
 def write_sweep_outputs(sweep: Sweep, out: Path, results: list[dict], *,
-                        rounds: list[tuple[int, list[str]]] = ()) -> tuple[Path, SweepStats]:
+                        rounds: list[tuple[int, list[str]]] = (),
+                        wall_seconds: float | None = None) -> tuple[Path, SweepStats]:
     """results.json, summary.csv, sweep.csv, the figures and report.md from ``results``."""
     _io.write_json(out / "results.json", results)
     summaries = report.summarize(results, control="control")
@@ -128,5 +132,6 @@ def write_sweep_outputs(sweep: Sweep, out: Path, results: list[dict], *,
               + (f" ({', '.join(names)})" if i else "")
               for i, (seeds, names) in enumerate(rounds)]
     path = write_sweep_report(out, sweep, stats, title=f"convdrop sweep: {spec.name}",
-                              figures=figures, failures=failures, notes=notes)
+                              figures=figures, failures=failures, notes=notes,
+                              run_info=provenance.run_info(spec, wall_seconds))
     return path, stats
