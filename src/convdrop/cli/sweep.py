@@ -14,8 +14,9 @@ from pathlib import Path
 from convdrop.cli import flags
 from convdrop.lab.preflight import preflight
 from convdrop.lab.spec import ExperimentSpec
-from convdrop.lab.sweep import SweepSettings, build_sweep
+from convdrop.lab.sweep import build_sweep
 from convdrop.lab.sweep_presets import DEFAULT_PRESET, SWEEP_PRESETS
+from convdrop.lab.sweep_settings import SweepSettings
 
 SWEEP_FIELDS = ("method", "p", "budget", "block_size", "placement", "schedule", "pairing",
                 "control", "adaptive", "min_seeds")

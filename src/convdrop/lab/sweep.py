@@ -11,8 +11,9 @@ so location and magnitude share one axis. With ``budget = [...]`` instead of ``p
 sweep solves for the p that gives each budget at each placement.
 
 Layers, lowest first: the small-data defaults, the sweep preset, the spec file's
-``[experiment]`` and ``[sweep]`` tables, then flags. Bad values are one
-:class:`convdrop.errors.SpecError` line naming the key and value.
+``[experiment]`` and ``[sweep]`` tables (:class:`convdrop.lab.sweep_settings.SweepSettings`),
+then flags. Bad values are one :class:`convdrop.errors.SpecError` line naming the key and
+value.
 """
 
 from __future__ import annotations
@@ -22,16 +23,17 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
-from convdrop.errors import MissingFileError, SpecError, did_you_mean
+from convdrop.errors import MissingFileError, SpecError
 from convdrop.lab.base_methods import BASE_METHODS
-from convdrop.lab.methods import PLACEMENTS, build_recipe
+from convdrop.lab.methods import build_recipe
 from convdrop.lab.spec import ExperimentSpec, build_spec, format_validation_error
 from convdrop.lab.sweep_presets import DEFAULT_PRESET, sweep_preset
+from convdrop.lab.sweep_settings import AXES, SweepSettings, one_line
 from convdrop.lab.trainer import load_run_data
 from convdrop.placement import drop_budget
 
@@ -42,71 +44,7 @@ else:  # pragma: no cover
 
 __all__ = ["AXES", "Point", "Sweep", "SweepSettings", "build_sweep", "read_sweep_toml"]
 
-Rate = Annotated[float, Field(ge=0.0, le=1.0)]
-Budget = Annotated[float, Field(gt=0.0, lt=1.0)]
-AXES = ("block_size", "placement", "schedule")  # the axes beside p (or budget)
 REFERENCE_P = 0.5  # the rate at which a placement's budget per unit p is measured
-
-
-class SweepSettings(BaseModel):
-    """The ``[sweep]`` table: one method, and the values of each axis to try."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    method: str = Field("dropblock_scheduled", description="the method whose drop rate is "
-                        "swept (a built-in with a regularizer)")
-    p: list[Rate] | None = Field(None, min_length=1, description="drop rates to try; 0 is "
-                                 "the control point; none = the preset's")
-    budget: list[Budget] | None = Field(
-        None, min_length=1, description="drop budgets to try instead of p (expected fraction "
-        "dropped per forward): p is solved per placement")
-    block_size: list[Annotated[int, Field(ge=1)]] | None = Field(
-        None, min_length=1, description="DropBlock block sides; none = the model's")
-    placement: list[str] | None = Field(None, min_length=1, description="placement rules "
-                                        "(convdrop.lab.methods.PLACEMENTS); none = the method's")
-    schedule: list[Literal["constant", "linear", "cosine", "step"]] | None = Field(
-        None, min_length=1, description="drop-rate schedules; none = the method's")
-    pairing: Literal["grid", "zip"] = Field("grid", description="grid: every combination; "
-                                            "zip: the i-th value of each list together")
-    control: bool = Field(True, description="include the control (p = 0) point")
-    adaptive: bool = Field(False, description="successive halving over seeds: every point "
-                           "starts with min-seeds seeds, then seeds double only for the points "
-                           "still within noise of the best, up to seeds")
-    min_seeds: int = Field(2, ge=2, description="seeds of every point in the first adaptive "
-                           "round")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> SweepSettings:
-        base = BASE_METHODS.get(self.method)
-        if base is None or base.regularizer is None:
-            swept = sorted(n for n, m in BASE_METHODS.items() if m.regularizer is not None)
-            raise ValueError(f"sweep.method must be a method with a drop rate, one of {swept}; "
-                             f"got {self.method!r}")
-        if (self.p is None) == (self.budget is None):
-            raise ValueError("sweep.p, sweep.budget: give exactly one of p = [...] and "
-                             "budget = [...]")
-        if self.block_size is not None and base.regularizer != "dropblock":
-            raise ValueError(f"sweep.block_size applies to DropBlock methods; method "
-                             f"{self.method!r} uses {base.regularizer}")
-        for name in ("p", "budget", *AXES):
-            values = getattr(self, name)
-            if values is not None and len(set(values)) != len(values):
-                raise ValueError(f"sweep.{name} lists a value twice: {values}")
-        for place in self.placement or ():
-            if place not in PLACEMENTS:
-                raise ValueError(f"sweep.placement {place!r} is not a placement: expected one "
-                                 f"of {sorted(PLACEMENTS)}")
-        if self.p is not None and 0 in self.p and not self.control:
-            raise ValueError("sweep.p holds 0, the control point, but control = false")
-        return self
-
-    @property
-    def by_budget(self) -> bool:
-        return self.budget is not None
-
-    def varied(self) -> list[str]:
-        """The axes beside p/budget that the table names, in :data:`AXES` order."""
-        return [axis for axis in AXES if getattr(self, axis) is not None]
 
 
 @dataclass(frozen=True)
@@ -203,27 +141,6 @@ def _with_methods(base: ExperimentSpec, tables: dict[str, dict[str, Any]]) -> Ex
                                               "method_options": tables})
     except ValidationError as err:
         raise SpecError(format_validation_error(err, "sweep")) from None
-
-
-def _one_line(err: ValidationError) -> str:
-    """The ``[sweep]`` table's problems as one line naming each key and value; checks
-    across fields already name their key; an unknown key gets the closest valid one."""
-    parts = []
-    for problem in err.errors():
-        msg = problem["msg"].removeprefix("Value error, ")
-        if not problem["loc"]:
-            parts.append(msg)
-            continue
-        key = "sweep." + ".".join(str(part) for part in problem["loc"])
-        if problem["type"] == "extra_forbidden":
-            known = list(SweepSettings.model_fields)
-            hint = did_you_mean(str(problem["loc"][-1]), known) or \
-                f" (expected one of {', '.join(known)})"
-            parts.append(f"{key}: unknown key{hint}")
-            continue
-        got = f" (got {problem['input']!r})" if "input" in problem else ""
-        parts.append(f"{key}: {msg[:1].lower()}{msg[1:]}{got}")
-    return "; ".join(parts)
 
 
 def expand(settings: SweepSettings, base: ExperimentSpec, probe: Probe) -> Sweep:
@@ -336,7 +253,7 @@ def build_sweep(*, preset: str | None = None, spec_file: Path | None = None,
     try:
         settings = SweepSettings(**{**preset_sweep, **file_sweep, **flags})
     except ValidationError as err:
-        raise SpecError(_one_line(err)) from None
+        raise SpecError(one_line(err)) from None
     chosen_exp = {k: v for k, v in (overrides or {}).items() if v is not None}
     base = build_spec(overrides={**preset_exp, **file_exp, **chosen_exp, "methods": ["control"]})
     return expand(settings, base, probe)
