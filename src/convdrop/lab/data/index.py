@@ -131,8 +131,8 @@ def index_folder(root: Path, cache_dir: Path | None = None) -> FolderIndex:
     """The index of the ImageFolder tree at ``root`` (layout errors are ``DataError``s
     naming the path): this process's listing if current, else ``cache_dir``'s, else
     listed anew; saved in ``cache_dir`` (when given) if it is not there yet."""
+    classes, test_is_val = check_layout(Path(root))  # its errors name the path as given
     root = Path(os.path.abspath(root))
-    classes, test_is_val = check_layout(root)
     fingerprint = _fingerprint(root, test_is_val)
     cached = None if cache_dir is None else _cache_file(Path(cache_dir), root)
     index = _LISTED.get((os.fsencode(root), fingerprint))
