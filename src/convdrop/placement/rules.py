@@ -50,8 +50,8 @@ from convdrop.placement import foreign
 from convdrop.placement.foreign import DROPBLOCKS
 
 __all__ = [
-    "DROPBLOCKS", "Rule", "inserted_modules", "is_squeeze_excitation", "regularize",
-    "site_hooks", "site_kind", "unregularize",
+    "DROPBLOCKS", "Rule", "inserted_modules", "is_squeeze_excitation", "map_sides",
+    "regularize", "selection", "site_hooks", "site_kind", "unregularize",
 ]
 
 KINDS = ("dropblock", "dropout", "spatial_dropout", "drop_path")
@@ -294,13 +294,30 @@ def _map_sides(model: nn.Module, example_input: object, targets: dict[str, nn.Mo
     return seen
 
 
-def _targets(model: nn.Module, rule: Rule, skip: set[int],
-             sides: dict[str, tuple[int, ...]] | None) -> list[tuple[str, nn.Module]]:
-    found, left = _candidates(model, rule, skip)
+def selection(model: nn.Module, rule: Rule, sides: dict[str, tuple[int, ...]] | None = None
+              ) -> tuple[list[tuple[str, nn.Module]], dict[str, int]]:
+    """(path, module) of every target of ``rule``, and how many matches were left out by
+    reason ("exclude", "squeeze-excitation", "smaller than min_size")."""
+    found, left = _candidates(model, rule, inserted_modules(model))
     if sides is not None:
         small = [(p, m) for p, m in found if p in sides and min(sides[p]) < rule.min_size]
         left["smaller than min_size"] = len(small)
         found = [(p, m) for p, m in found if (p, m) not in small]
+    return found, left
+
+
+def map_sides(model: nn.Module, rules: Sequence[Rule], example_input: object
+              ) -> dict[str, tuple[int, ...]]:
+    """Spatial shape of the smallest map each candidate target of ``rules`` sees."""
+    skip = inserted_modules(model)
+    position = {path: r.position for r in rules for path, _ in _candidates(model, r, skip)[0]}
+    targets = {path: model.get_submodule(path) for path in position}
+    return _map_sides(model, example_input, targets, position)
+
+
+def _targets(model: nn.Module, rule: Rule, sides: dict[str, tuple[int, ...]] | None
+             ) -> list[tuple[str, nn.Module]]:
+    found, left = selection(model, rule, sides)
     if not found:
         names = sorted({t.__name__ for t in rule.types})
         why = ", ".join(f"{n} left out by {k}" for k, n in left.items() if n)
@@ -358,7 +375,7 @@ def _plan(model: nn.Module, rules: list[Rule], sides: dict[str, tuple[int, ...]]
     """Every (target, host, name, regularizer, position) to add; raises before any change."""
     skip, planned, plan = inserted_modules(model), set(), []
     for rule in rules:
-        for path, target in _targets(model, rule, skip, sides):
+        for path, target in _targets(model, rule, sides):
             module = _build(rule, target)
             host, host_path, name = _host(model, path, rule, module)
             site = ".".join(filter(None, (host_path, name)))
@@ -396,12 +413,7 @@ def regularize(model: nn.Module, rules: Rule | Sequence[Rule], *,
     rules = [rules] if isinstance(rules, Rule) else list(rules)
     if not rules or not all(isinstance(r, Rule) for r in rules):
         raise ValueError(f"rules must be a Rule or a non-empty list of Rules, got {rules!r}")
-    sides = None
-    if example_input is not None:
-        skip = inserted_modules(model)
-        position = {path: r.position for r in rules for path, _ in _candidates(model, r, skip)[0]}
-        targets = {path: model.get_submodule(path) for path in position}
-        sides = _map_sides(model, example_input, targets, position)
+    sides = None if example_input is None else map_sides(model, rules, example_input)
     for target, host, name, module, position in _plan(model, rules, sides, update):
         host.register_module(name, module)
         if target is None:  # an update: the hook already calls host.<name>

@@ -295,7 +295,7 @@ class DropRateScheduler:
                     f"keep stepping that scheduler, or call its release() first")
 
     def _claim(self, modules: Mapping[str, nn.Module]) -> None:
-        for path, module in modules.items():
+        for module in modules.values():
             foreign.claim(module, self, foreign.target_rate(module) or 0.0)
 
     @property
