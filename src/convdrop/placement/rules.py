@@ -415,7 +415,7 @@ def regularize(model: nn.Module, rules: Rule | Sequence[Rule], *,
         raise ValueError(f"rules must be a Rule or a non-empty list of Rules, got {rules!r}")
     sides = None if example_input is None else map_sides(model, rules, example_input)
     for target, host, name, module, position in _plan(model, rules, sides, update):
-        host.register_module(name, module)
+        host.register_module(name, module.train(host.training))  # an eval model stays so
         if target is None:  # an update: the hook already calls host.<name>
             continue
         hook = _ApplySite(host, name, position)
