@@ -126,8 +126,9 @@ def test_timm_drop_block_takes_timms_arguments_and_calibrates():
     assert layer.p == pytest.approx(0.025) and layer.shared_channels and layer.block_size == 5
     per_channel = convdrop.timm_drop_block(0.1, 7, couple_channels=False)
     assert not per_channel.shared_channels
-    for bad, words in [({"with_noise": True}, "with_noise"), ({"scale_by_keep": False},
-                       "scale_by_keep"), ({"colour": 1}, "colour"), ({"drop_prob": 2}, "drop_prob")]:
+    bad_arguments = [({"with_noise": True}, "with_noise"), ({"scale_by_keep": False},
+                     "scale_by_keep"), ({"colour": 1}, "colour"), ({"drop_prob": 2}, "drop_prob")]
+    for bad, words in bad_arguments:
         with pytest.raises(ValueError, match=words):
             convdrop.timm_drop_block(**bad)
 

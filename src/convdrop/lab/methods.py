@@ -18,8 +18,8 @@ from typing import Any
 from torch import nn
 
 from convdrop.errors import SpecError
-from convdrop.lab.augment import Augment
 from convdrop.lab import external
+from convdrop.lab.augment import Augment
 from convdrop.lab.base_methods import BASE_METHODS, Method
 from convdrop.lab.spec import ExperimentSpec
 from convdrop.models import create
