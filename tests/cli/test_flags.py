@@ -15,7 +15,7 @@ SHARED_ARGV = [
     "--model-option", "batchnorm=True", "--model-option", "variant=head_dropout",
     "--epochs", "3", "--train-size", "40", "--batch-size", "8", "--optimizer", "sgd",
     "--lr", "1e-2", "--weight-decay", "0", "--lr-schedule", "step", "--augment", "crop+flip",
-    "--device", "cpu", "--channels-last", "--no-amp",
+    "--device", "cpu", "--channels-last", "--no-amp", "--weights", "w.pt",
 ]
 SHARED_VALUES = {
     "data": "synthetic", "model": "resnet18",
@@ -23,7 +23,7 @@ SHARED_VALUES = {
                       "variant": "head_dropout"},
     "epochs": 3, "train_size": 40, "batch_size": 8, "optimizer": "sgd", "lr": 0.01,
     "weight_decay": 0.0, "lr_schedule": "step", "augment": "crop+flip", "device": "cpu",
-    "channels_last": True, "amp": False,
+    "channels_last": True, "amp": False, "weights": "w.pt",
 }
 
 
