@@ -18,6 +18,7 @@ from torch import nn
 
 from convdrop.placement import foreign
 from convdrop.placement.foreign import expected_fraction
+from convdrop.placement.hooks import probe
 from convdrop.placement.rules import inserted_modules, site_hooks, site_kind
 
 __all__ = ["Site", "drop_budget", "expected_fraction", "sites"]
@@ -77,16 +78,11 @@ def _run(model: nn.Module, example_input: object, watch: dict[str, nn.Module]
     handles = [m.register_forward_pre_hook(record(path)) for path, m in watch.items()]
     handles += [m.register_forward_hook(count) for m in model.modules()
                 if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
-    modes = {m: m.training for m in model.modules()}
     try:
-        model.eval()
-        with torch.no_grad():
-            model(*example_input) if isinstance(example_input, tuple) else model(example_input)
+        probe(model, example_input)
     finally:
         for handle in handles:
             handle.remove()
-        for m, mode in modes.items():
-            m.training = mode
     return shapes, counted[0]
 
 

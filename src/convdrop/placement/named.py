@@ -28,6 +28,7 @@ from torch import nn
 
 from convdrop.placement import rules as R
 from convdrop.placement.budget import Site, sites
+from convdrop.placement.hooks import probe
 from convdrop.placement.rules import Rule, regularize
 
 __all__ = ["PLACEMENTS", "Placement", "place"]
@@ -87,16 +88,11 @@ def _stage_outputs(model: nn.Module, example_input: object) -> list[str]:
             done.append((names[module], tuple(out.shape[2:])))
 
     handles = [m.register_forward_hook(record) for m in names]
-    modes = {m: m.training for m in model.modules()}
     try:
-        model.eval()
-        with torch.no_grad():
-            model(*example_input) if isinstance(example_input, tuple) else model(example_input)
+        probe(model, example_input)
     finally:
         for handle in handles:
             handle.remove()
-        for m, mode in modes.items():
-            m.training = mode
     by_parent: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
     for path, sides in done:
         if min(sides) >= 2:
@@ -147,7 +143,8 @@ def _paper_rules(model: nn.Module, p: float, block_size: int | None, regularizer
         if rate is None:
             continue
         norms = [n for n in ("bn1", "bn2", "bn3") if hasattr(block, n)]
-        shortcut = "downsample" if block.downsample is not None else "drop_shortcut"
+        has_projection = getattr(block, "downsample", None) is not None
+        shortcut = "downsample" if has_projection else "drop_shortcut"
         for name in [*norms, shortcut]:
             found.append(Rule(regularizer, rate, block_size=block_size,
                               match=_exact(f"{path}.{name}"), types=(nn.Module,)))

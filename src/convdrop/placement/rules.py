@@ -41,17 +41,25 @@ from dataclasses import KW_ONLY, dataclass
 from fnmatch import fnmatchcase
 
 import torch
-import torch.fx
 from torch import nn
 
 from convdrop import layers as L
 from convdrop.ops import validate as v
 from convdrop.placement import foreign
 from convdrop.placement.foreign import DROPBLOCKS
+from convdrop.placement.hooks import (
+    ApplySite,
+    TorchScriptSiteError,
+    inserted_modules,
+    mark_for_fx,
+    probe,
+    site_hooks,
+    unmark_for_fx,
+)
 
 __all__ = [
-    "DROPBLOCKS", "Rule", "inserted_modules", "is_squeeze_excitation", "map_sides",
-    "regularize", "selection", "site_hooks", "site_kind", "unregularize",
+    "DROPBLOCKS", "Rule", "TorchScriptSiteError", "inserted_modules", "is_squeeze_excitation",
+    "map_sides", "regularize", "selection", "site_hooks", "site_kind", "unregularize",
 ]
 
 KINDS = ("dropblock", "dropout", "spatial_dropout", "drop_path")
@@ -161,74 +169,6 @@ def _build(rule: Rule, target: nn.Module) -> nn.Module:
     return module
 
 
-class TorchScriptSiteError(AttributeError):
-    """``torch.jit.script`` met a site hook, which it cannot compile."""
-
-
-def _apply(regularizer: nn.Module, x: object, what: str) -> object:
-    if isinstance(x, torch.fx.Proxy):  # symbolic tracing: one node that calls the layer
-        tracer = x.tracer
-        return tracer.create_proxy("call_module", tracer.path_of_module(regularizer), (x,), {})
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"site needs a tensor {what}, got {type(x).__name__}")
-    return regularizer(x)
-
-
-class _ApplySite:
-    """Forward (pre-)hook that runs ``host.<name>``; picklable and deepcopy-safe."""
-
-    def __init__(self, host: nn.Module, name: str, position: str) -> None:
-        self.host, self.name, self.position = host, name, position
-
-    @property
-    def __name__(self) -> str:  # TorchScript compiles hooks by name: say why it cannot
-        raise TorchScriptSiteError(
-            f"torch.jit.script cannot compile the forward hook of convdrop site "
-            f"{self.name!r}; call convdrop.unregularize(model) before scripting (sites do "
-            f"nothing in eval mode), or use torch.compile / torch.export")
-
-    def __call__(self, module: nn.Module, args: tuple, output: object = None) -> object:
-        regularizer = getattr(self.host, self.name)
-        if self.position == "before":
-            if not args:
-                raise ValueError(f"site {self.name!r} needs a tensor as first positional input")
-            return (_apply(regularizer, args[0], f"as first input of {self.name!r}"),
-                    *args[1:])
-        return _apply(regularizer, output, f"output for {self.name!r}")
-
-
-_FX_MARK = "convdrop.placement.site"  # an instance __module__ fx does not take for a leaf
-
-
-def _is_fx_leaf(module: nn.Module) -> bool:
-    name = type(module).__module__
-    return name.startswith(("torch.nn", "torch.ao.nn")) and not isinstance(module, nn.Sequential)
-
-
-def _mark_for_fx(target: nn.Module) -> None:
-    if _is_fx_leaf(target):
-        target.__dict__["__module__"] = _FX_MARK
-
-
-def _unmark_for_fx(target: nn.Module) -> None:
-    if target.__dict__.get("__module__") == _FX_MARK and not site_hooks(target):
-        del target.__dict__["__module__"]
-
-
-def site_hooks(module: nn.Module) -> list[tuple[dict, int, _ApplySite]]:
-    """(hook table, key, hook) of every site hook ``regularize`` registered on ``module``."""
-    found = []
-    for table in (module._forward_hooks, module._forward_pre_hooks):
-        found += [(table, key, h) for key, h in table.items() if isinstance(h, _ApplySite)]
-    return found
-
-
-def inserted_modules(model: nn.Module) -> set[int]:
-    """ids of every module that ``regularize`` inserted into ``model``."""
-    return {id(getattr(h.host, h.name)) for m in model.modules() for _, _, h in site_hooks(m)
-            if hasattr(h.host, h.name)}
-
-
 _SE_CLASS = re.compile(r"Squeeze|Excit|^(Effective)?SE(Module|Layer|Block)?$")
 
 
@@ -281,16 +221,11 @@ def _map_sides(model: nn.Module, example_input: object, targets: dict[str, nn.Mo
         else:
             handles.append(m.register_forward_hook(
                 lambda _m, _args, out, path=path: keep(path, out)))
-    modes = {m: m.training for m in model.modules()}
     try:
-        model.eval()
-        with torch.no_grad():
-            model(*example_input) if isinstance(example_input, tuple) else model(example_input)
+        probe(model, example_input)
     finally:
         for handle in handles:
             handle.remove()
-        for m, mode in modes.items():
-            m.training = mode
     return seen
 
 
@@ -418,12 +353,12 @@ def regularize(model: nn.Module, rules: Rule | Sequence[Rule], *,
         host.register_module(name, module.train(host.training))  # an eval model stays so
         if target is None:  # an update: the hook already calls host.<name>
             continue
-        hook = _ApplySite(host, name, position)
+        hook = ApplySite(host, name, position)
         if position == "before":
             target.register_forward_pre_hook(hook)
         else:
             target.register_forward_hook(hook)
-        _mark_for_fx(target)
+        mark_for_fx(target)
     return model
 
 
@@ -434,7 +369,7 @@ def unregularize(model: nn.Module) -> nn.Module:
             del table[key]
             if hook.name in hook.host._modules:
                 delattr(hook.host, hook.name)
-        _unmark_for_fx(module)
+        unmark_for_fx(module)
     return model
 
 
