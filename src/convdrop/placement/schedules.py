@@ -21,13 +21,13 @@ raise until :meth:`DropRateScheduler.refresh` adopts them.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from torch import nn
 
 from convdrop.ops import validate as v
+from convdrop.placement import driven as D
 from convdrop.placement import foreign
 
 __all__ = [
@@ -123,109 +123,6 @@ def _resolve(schedule: str | Schedule) -> Schedule:
     return schedule
 
 
-def _known(model: nn.Module) -> dict[str, nn.Module]:
-    return {path: m for path, m in model.named_modules() if foreign.describe(m) is not None}
-
-
-def _driven(known: Mapping[str, nn.Module], include_foreign: bool) -> dict[str, nn.Module]:
-    return {path: m for path, m in known.items()
-            if include_foreign or foreign.describe(m).source == "convdrop"}
-
-
-def _listed(others: Mapping[str, nn.Module], limit: int = 3) -> str:
-    shown = [f"{path} ({type(m).__name__})" for path, m in list(others.items())[:limit]]
-    more = f" and {len(others) - limit} more" if len(others) > limit else ""
-    return ", ".join(shown) + more
-
-
-def _from_model(model: nn.Module, include: bool | None
-                ) -> tuple[dict[str, nn.Module], dict[str, nn.Module]]:
-    known = _known(model)
-    found = _driven(known, bool(include))
-    others = {path: m for path, m in known.items() if path not in found}
-    if not found:
-        hint = (f"; it has {len(others)} from other libraries: {_listed(others)}; pass "
-                f"foreign=True to ramp them" if others else
-                "; add some with convdrop.regularize or a model option such as dropblock=p")
-        raise ValueError(f"model_or_modules has no convdrop regularizers (DropBlock1d/2d/3d, "
-                         f"SpatialDropout, Dropout, DropPath) in {type(model).__name__}{hint}")
-    if others and include is None:
-        warnings.warn(f"DropRateScheduler ramps {len(found)} convdrop regularizers and leaves "
-                      f"{len(others)} others at their rate: {_listed(others)}; pass "
-                      f"foreign=True to ramp them too, or foreign=False to say you mean it",
-                      stacklevel=3)
-    return found, others
-
-
-def _find(model_or_modules: nn.Module | Sequence[nn.Module] | Mapping[str, nn.Module],
-          include: bool | None) -> tuple[dict[str, nn.Module], dict[str, nn.Module]]:
-    """(path -> driven regularizer, path -> known regularizer left alone): from a model's
-    ``named_modules``, a mapping, or a list (by index)."""
-    if isinstance(model_or_modules, nn.Module):
-        return _from_model(model_or_modules, include)
-    if isinstance(model_or_modules, Mapping):
-        items = list(model_or_modules.items())
-    elif isinstance(model_or_modules, Sequence) and not isinstance(model_or_modules, str):
-        items = [(str(i), m) for i, m in enumerate(model_or_modules)]
-    else:
-        raise ValueError(
-            f"model_or_modules must be an nn.Module, a list or a dict of convdrop "
-            f"regularizers, got {type(model_or_modules).__name__}"
-        )
-    if not items:
-        raise ValueError("model_or_modules is an empty collection; expected regularizers")
-    for path, module in items:
-        info = foreign.describe(module) if isinstance(module, nn.Module) else None
-        if info is None or (info.source != "convdrop" and not include):
-            raise ValueError(
-                f"model_or_modules[{path!r}] must be a convdrop Regularizer (or, with "
-                f"foreign=True, a timm/torchvision/torch one), got {type(module).__name__}"
-            )
-    return dict(items), {}
-
-
-_WRAPPERS = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
-
-
-def _bare(path: str) -> str:
-    """``path`` without wrapper prefixes, so scales written for the bare model still match."""
-    stripped = True
-    while stripped:
-        stripped = False
-        for prefix in _WRAPPERS:
-            if path.startswith(prefix):
-                path, stripped = path[len(prefix):], True
-    return path
-
-
-def _scale_of(path: str, scales: Mapping[str, float]) -> tuple[str | None, float]:
-    """The longest key of ``scales`` that is ``path`` or a dotted prefix of it, and its scale."""
-    bare = _bare(path)
-    keys = [k for k in scales if bare == k or bare.startswith(k + ".")]
-    if not keys:
-        return None, 1.0
-    key = max(keys, key=len)
-    return key, scales[key]
-
-
-def _targets(found: Mapping[str, nn.Module], scales: Mapping[str, float]) -> dict[str, float]:
-    targets = {}
-    for path, module in found.items():
-        scale = _scale_of(path, scales)[1]
-        base = foreign.target_rate(module) or 0.0
-        targets[path] = v.check_p(base * scale, f"target p of {path!r} (p * scale)")
-    return targets
-
-
-def _unused_scales(scales: Mapping[str, float], found: Mapping[str, nn.Module]) -> None:
-    unused = sorted(k for k in scales if not any(_scale_of(p, {k: 1.0})[0] for p in found))
-    if unused:
-        raise ValueError(
-            f"scales keys {unused} match no regularizer path; expected prefixes of "
-            f"{sorted(found)}"
-        )
-
-
 class DropRateScheduler:
     """Ramp every regularizer's ``p`` from the step: ``p = target * schedule(step, total)``.
 
@@ -274,13 +171,13 @@ class DropRateScheduler:
             raise ValueError(f"foreign must be True, False or None, got {foreign!r}")
         self._foreign = foreign
         self._model = model_or_modules if isinstance(model_or_modules, nn.Module) else None
-        self._modules, self._others = _find(model_or_modules, foreign)
+        self._modules, self._others = D.find(model_or_modules, foreign)
         self._scales = dict(scales or {})
         for key, scale in self._scales.items():
             v.check_number(scale, f"scales[{key!r}]", 0, math.inf, expected="a number >= 0")
         self._check_free(self._modules)
-        self._targets = _targets(self._modules, self._scales)
-        _unused_scales(self._scales, self._modules)
+        self._targets = D.targets(self._modules, self._scales)
+        D.check_scales_used(self._scales, self._modules)
         self._claim(self._modules)
         self._step = 0
         self._apply()
@@ -309,14 +206,14 @@ class DropRateScheduler:
         if self._model is None:
             raise ValueError("refresh needs a scheduler built on a model, not on a list or "
                              "dict of regularizers")
-        now = _driven(_known(self._model), bool(self._foreign))
+        now = D.driven(D.known(self._model), bool(self._foreign))
         added = {p: m for p, m in now.items() if self._modules.get(p) is not m}
         removed = [p for p, m in self._modules.items() if now.get(p) is not m]
         self._check_free(added)
         for path in removed:
             foreign.unclaim(self._modules.pop(path))
             self._targets.pop(path)
-        self._targets.update(_targets(added, self._scales))
+        self._targets.update(D.targets(added, self._scales))
         self._claim(added)
         self._modules.update(added)
         self._apply()
@@ -334,7 +231,7 @@ class DropRateScheduler:
     def _check_layout(self) -> None:
         if self._model is None:
             return
-        now = _driven(_known(self._model), bool(self._foreign))
+        now = D.driven(D.known(self._model), bool(self._foreign))
         added = sorted(p for p, m in now.items() if self._modules.get(p) is not m)
         removed = sorted(p for p, m in self._modules.items() if now.get(p) is not m)
         if added or removed:
@@ -403,7 +300,7 @@ class DropRateScheduler:
         self.total_steps = v.check_positive_int(state["total_steps"], "state['total_steps']")
         self._targets = {k: v.check_p(p, f"state['targets'][{k!r}]") for k, p in targets.items()}
         for path, module in self._modules.items():
-            scale = _scale_of(path, self._scales)[1]
+            scale = D.scale_of(path, self._scales)[1]
             if scale > 0:
                 foreign.claim(module, self, min(1.0, self._targets[path] / scale))
         self._step = step_
