@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -56,3 +58,9 @@ def test_bad_models_and_weights_are_one_line_errors(tmp_path):
     with pytest.raises(SpecError, match="missing keys.*unexpected keys \\['conv9.weight'\\]"):
         external.load_weights(external.build("timm:resnet18", 10, 3), tmp_path / "other.pt")
     assert not external.is_external("resnet18") and not external.is_external("timm:")
+
+
+def test_a_missing_library_says_which_extra_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "timm", None)  # as if timm were not installed
+    with pytest.raises(SpecError, match=r"needs the 'vision' extra .*convdrop\[vision\]"):
+        external.build("timm:resnet18", 10, 3)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from convdrop._extras import require
+from convdrop._extras import MissingExtraError, require
 from convdrop.errors import MissingFileError, SpecError
 
 __all__ = ["LIBRARIES", "build", "is_external", "load_weights"]
@@ -53,7 +53,10 @@ def _with_channels(model: nn.Module, in_channels: int) -> nn.Module:
 def build(name: str, num_classes: int, in_channels: int, **options: Any) -> nn.Module:
     """A randomly initialized ``torchvision:NAME`` or ``timm:NAME`` model for the data."""
     library, _, arch = name.partition(":")
-    require("vision", f"--model {name}", (library,))
+    try:
+        require("vision", f"--model {name}", (library,))
+    except MissingExtraError as err:  # the user's to fix: one line, not a traceback
+        raise SpecError(str(err)) from err
     try:
         if library == "torchvision":
             models = importlib.import_module("torchvision.models")

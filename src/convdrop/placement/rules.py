@@ -21,16 +21,18 @@ itself such a container (e.g. a torchvision stage ``layer3``) hosts nothing; its
 nearest non-container ancestor holds the child instead, as ``layer3_dropblock``.
 Wrapping the target in a container was rejected because it renames parameters
 (``conv1.weight`` -> ``conv1.0.weight``). The child's name makes a second
-``regularize`` with the same rules a no-op; :func:`unregularize` removes both halves.
+``regularize`` with the same rules a no-op, and one with other settings an error (or,
+with ``update=True``, a replacement); :func:`unregularize` removes both halves. The new
+child takes its host's train/eval mode.
 A target called at several places in ``forward`` (torchvision reuses one ``relu``
 per block) gets its regularizer applied at each call.
 
-Tracers. ``torch.fx`` never runs the hooks of a ``torch.nn`` leaf such as ``Conv2d``, so
-a target from ``torch.nn`` gets ``__module__ = "convdrop.placement.site"`` on the
-instance: fx then traces through it and records its site as a ``call_module`` node of
-the regularizer (``unregularize`` removes the mark). ``torch.jit.script`` cannot compile
-hooks; it is refused with a message that says what to do (``unregularize`` first:
-sites do nothing in eval mode).
+Tracers (the hooks live in :mod:`convdrop.placement.hooks`). ``torch.fx`` never runs
+the hooks of a ``torch.nn`` leaf such as ``Conv2d``, so a target from ``torch.nn`` gets
+``__module__ = "convdrop.placement.site"`` on the instance: fx then traces through it
+and records its site as a ``call_module`` node of the regularizer (``unregularize``
+removes the mark). ``torch.jit.script`` cannot compile hooks; it is refused with a
+message that says what to do (``unregularize`` first: sites do nothing in eval mode).
 """
 
 from __future__ import annotations
