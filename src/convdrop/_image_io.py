@@ -19,7 +19,7 @@ import numpy as np
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-__all__ = ["ImageReadError", "decode_image"]
+__all__ = ["ImageReadError", "check_header", "decode_image"]
 
 
 class ImageReadError(ValueError):
@@ -50,3 +50,24 @@ def decode_image(path: str | Path, transform: Callable[[Image], Image]) -> np.nd
     except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError, bomb errors...
         raise ImageReadError(f"cannot read image {path} ({type(err).__name__}: {err})") from None
     return pixels.reshape(*pixels.shape[:2], -1)  # (H, W) grayscale gets its channel axis
+
+
+def check_header(path: str | Path) -> None:
+    """Open the image at ``path`` without decoding its pixels: a missing, empty or
+    unrecognized file, or a header of a decompression bomb, raises as
+    :func:`decode_image` would (a truncated body is only found by decoding)."""
+    from PIL import Image as PILImage
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"cannot read image {path} (empty file)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+            with PILImage.open(path) as img:
+                if img.width < 1 or img.height < 1:
+                    raise ValueError(f"size {img.width}x{img.height}")
+    except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError, bomb errors...
+        raise ImageReadError(f"cannot read image {path} ({type(err).__name__}: {err})") from None

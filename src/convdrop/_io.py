@@ -2,25 +2,47 @@
 
 Each writer writes a temporary file in the destination's folder, flushes it to
 disk, then ``os.replace``-s it over the destination (atomic on POSIX and Windows).
+A failed write (a file in the way, read-only, disk full) is an
+:class:`convdrop.errors.OutputError` naming the file; the destination keeps its old
+content. A process killed mid-write leaves its temporary file behind:
+:func:`remove_stale_temps` deletes those (call it while no other process writes there).
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from convdrop.errors import OutputError
+
+# ".<name>.<8 random characters>.tmp", what mkstemp makes below
+_TEMP_NAME = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")
+
+
+def write_failure(path: Path, err: OSError) -> OutputError:
+    """A one-line error naming ``path`` and why it could not be written."""
+    reason = err.strerror or str(err)
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason += " (disk full: free some space and run the same command again)"
+    return OutputError(f"cannot write {path}: {reason}")
+
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
     """Call ``write(handle)`` on a temp file next to ``path``, then move it into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise write_failure(path, err) from err
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), 0o644)  # mkstemp creates 0600; results are for sharing
@@ -28,10 +50,23 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and not isinstance(err, OutputError):
+            raise write_failure(path, err) from err
         raise
     return path
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete the temporary files that killed writers left in ``folder``; returns them."""
+    try:
+        stale = [p for p in Path(folder).iterdir() if _TEMP_NAME.fullmatch(p.name)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def write_text(path: Path, text: str) -> Path:

@@ -14,8 +14,8 @@ This module imports nothing from convdrop, so every module can raise these.
 from __future__ import annotations
 
 __all__ = [
-    "ArgumentError", "DataError", "LaunchError", "MissingFileError", "RunFolderError", "SpecError",
-    "UserError",
+    "ArgumentError", "DataError", "LaunchError", "MissingFileError", "OutputError",
+    "RunFolderError", "SpecError", "UserError",
 ]
 
 
@@ -45,3 +45,7 @@ class RunFolderError(UserError, ValueError):
 
 class LaunchError(UserError, ValueError):
     """The torchrun environment, or a setting that must fit it (device, batch, sync-bn)."""
+
+
+class OutputError(UserError, OSError):
+    """A file or folder could not be written (a file in the way, read-only, disk full)."""

@@ -2,7 +2,9 @@
 
 Each layer stores its hyperparameters and calls one function. ``p`` is a plain
 attribute so a :class:`convdrop.DropRateScheduler` (or you) can set it between
-steps; nothing changes inside ``forward``.
+steps; nothing changes inside ``forward``. Under ``torch.compile`` and ``torch.export``
+the layers pass ``p`` to the ops as a 0-dim CPU tensor, so a compiled model takes each
+new ``p`` without recompiling (``DropPath`` passes the float: a new ``p`` recompiles).
 
 Compilers and tracers:
 
@@ -26,6 +28,7 @@ from torch import nn
 
 from convdrop.ops import functional as F
 from convdrop.ops import validate as v
+from convdrop.ops.dispatch import compiling
 
 __all__ = [
     "Cutout", "DropBlock1d", "DropBlock2d", "DropBlock3d", "DropPath", "Dropout", "Regularizer",
@@ -67,6 +70,13 @@ class Regularizer(nn.Module):
     @p.setter
     def p(self, value: float) -> None:
         self._p = v.check_p(value)
+        # What a compiled graph reads: a tensor input, not a constant baked into the graph
+        # (a new tensor each time, so a graph's saved copy is never changed under it).
+        self._rate = torch.tensor(self._p, dtype=torch.float64)
+
+    def rate(self) -> float | torch.Tensor:
+        """``p`` as the ops take it: the float, or its tensor under a compiler."""
+        return self._rate if compiling() else self._p
 
 
 class _DropBlockNd(Regularizer):
@@ -101,7 +111,7 @@ class _DropBlockNd(Regularizer):
                 return _fx_node(self, x)
             v.check_rank(tuple(x.shape), (self.spatial_dims + 2,))
             return F.drop_block(
-                x, self.p, self.block_size, training=self.training,
+                x, self.rate(), self.block_size, training=self.training,
                 shared_channels=self.shared_channels, calibrated=self.calibrated,
                 scale=self.scale, generator=self.generator, inplace=self.inplace,
             )
@@ -151,7 +161,7 @@ class _UnitDropout(Regularizer):
         else:
             if isinstance(x, torch.fx.Proxy):
                 return _fx_node(self, x)
-            return type(self).op(x, self.p, training=self.training, generator=self.generator)
+            return type(self).op(x, self.rate(), training=self.training, generator=self.generator)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

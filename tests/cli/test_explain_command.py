@@ -81,3 +81,13 @@ def test_cli_json_and_markdown_conflict(explain_only: None) -> None:
     with pytest.raises(SystemExit) as info:
         cli.main(["explain", "--json", "--format", "markdown"])
     assert info.value.code == 2
+
+
+def test_cli_overflow_is_one_line(explain_only: None, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    net = tmp_path / "big.json"
+    net.write_text(json.dumps({**EXAMPLE_NET, "x": [1e308, 1e308]}), encoding="utf-8")
+    assert cli.main(["explain", "--file", str(net)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "overflows float64" in captured.err
+    assert len(captured.err.strip().splitlines()) == 1

@@ -15,14 +15,17 @@ SHARED_ARGV = [
     "--model-option", "batchnorm=True", "--model-option", "variant=head_dropout",
     "--epochs", "3", "--train-size", "40", "--batch-size", "8", "--optimizer", "sgd",
     "--lr", "1e-2", "--weight-decay", "0", "--lr-schedule", "step", "--augment", "crop+flip",
-    "--device", "cpu", "--channels-last", "--no-amp", "--weights", "w.pt",
+    "--image-size", "48", "--data-mode", "memory", "--normalization", "imagenet",
+    "--workers-per-run", "3", "--device", "cpu", "--channels-last", "--no-amp",
+    "--weights", "w.pt",
 ]
 SHARED_VALUES = {
     "data": "synthetic", "model": "resnet18",
     "model_options": {"width": 8, "dropblock": 0.1, "batchnorm": True,
                       "variant": "head_dropout"},
     "epochs": 3, "train_size": 40, "batch_size": 8, "optimizer": "sgd", "lr": 0.01,
-    "weight_decay": 0.0, "lr_schedule": "step", "augment": "crop+flip", "device": "cpu",
+    "weight_decay": 0.0, "lr_schedule": "step", "augment": "crop+flip", "image_size": 48,
+    "data_mode": "memory", "normalization": "imagenet", "loader_workers": 3, "device": "cpu",
     "channels_last": True, "amp": False, "weights": "w.pt",
 }
 
@@ -85,7 +88,8 @@ def test_help_shows_the_defaults(capsys):
         assert "learning rate (default: 0.002; 0.003 on digits and synthetic)" in text
         assert "(default: none; width=16 for simple_cnn on digits and synthetic)" in text
         assert "{sgd,adamw} optimizer (default: adamw)" in text
-        assert "--amp, --no-amp mixed precision (CUDA only) (default: off)" in text
+        assert ("--amp, --no-amp bfloat16 autocast (CUDA only); none = on for CUDA (default: "
+                "none)") in text
         assert "the --spec file, then these flags" in text
 
 

@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from convdrop.cli import main
+from convdrop.lab.checkpoint import load_checkpoint
 from convdrop.lab.run import execute
 from convdrop.lab.spec import build_spec
 from convdrop.lab.store import RunPaths, read_metrics
@@ -40,9 +40,10 @@ def test_train_writes_a_compare_run_and_skips_it_when_finished(tmp_path, capsys)
     capsys.readouterr()
     assert main([*ARGS[:-1], "--epochs", "2", "--out", str(out)]) == 0
     assert "already holds this finished run" in capsys.readouterr().out
-    # compare with the same settings finds the run finished instead of training it again.
+    # compare with the same settings (one process, as train) finds the run finished.
     spec = build_spec(overrides={"data": "synthetic", "train_size": 48, "batch_size": 16,
-                                 "epochs": 2, "methods": [METHOD], "model_options": {"width": 8}})
+                                 "epochs": 2, "methods": [METHOD], "model_options": {"width": 8},
+                                 "workers": 1})
     assert execute(spec, METHOD, 0, out) == result
 
 
@@ -50,7 +51,7 @@ def test_an_unfinished_run_needs_resume_and_continues_the_ramp(tmp_path, capsys)
     out, straight = tmp_path / "out", tmp_path / "straight"
     assert main([*ARGS, "--epochs", "3", "--out", str(out), "--stop-after", "1"]) == 0
     paths = _paths(out)
-    state = torch.load(paths.checkpoint, weights_only=True)
+    state = load_checkpoint(paths.checkpoint)
     assert state["epoch"] == 1 and state["drop_scheduler"]["step"] == 3
     assert not paths.result.exists() and len(read_metrics(paths)) == 1
     capsys.readouterr()
@@ -116,7 +117,7 @@ def test_torchrun_two_processes_stop_and_resume(tmp_path):
     first = _torchrun(*args, "--epochs", "2", "--out", str(out), "--stop-after", "1")
     assert first.stdout.count("epoch 1/2") == 1  # rank 0 speaks, rank 1 does not
     paths = _paths(out)
-    state = torch.load(paths.checkpoint, weights_only=True)
+    state = load_checkpoint(paths.checkpoint)
     assert state["epoch"] == 1 and state["world_size"] == 2 and len(state["rank_rng"]) == 2
     assert state["drop_scheduler"]["step"] == 3  # 24 examples per rank, batch 8 per rank
     _torchrun(*args, "--epochs", "2", "--out", str(out), "--resume")

@@ -13,8 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
+from convdrop.errors import ArgumentError
 from convdrop.lab.data import DataError, Datasets, load_dataset, normalize, parse_spec
 from convdrop.lab.data.cifar import safe_load
+
+from conftest import write_image_folder
 
 # ---------------------------------------------------------------- parse_spec
 
@@ -314,6 +317,18 @@ def _corrupt(folder: Path, name: str, content: bytes) -> None:
          "2 images but 1 labels"),
         ("data_batch_1", pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [10]}),
          r"labels must lie in \[0, 10\)"),
+        *[pytest.param("data_batch_1", pickle.dumps({b"data": np.zeros((2, 3072), np.uint8),
+                                                      b"labels": [0, bad]}), fragment,
+                       id=f"label {bad!r}")
+          for bad, fragment in [
+              (1.7, r"label 1 is 1.7 \(float\)"), (1.0, r"label 1 is 1.0 \(float\)"),
+              ("1", r"label 1 is '1' \(str\)"), (True, r"label 1 is True \(bool\)"),
+              ([1], r"label 1 is \[1\] \(list\)"),
+              (2**70, r"labels must lie in \[0, 10\), but label 1 is 1180591620717411303424"),
+          ]],
+        pytest.param("data_batch_1", pickle.dumps({b"data": np.zeros((2, 3072), np.uint8),
+                                                    b"labels": np.array([0.0, 1.0])}),
+                     r"must be a list of ints, got a float64 array", id="float array labels"),
     ],
 )
 def test_cifar_bad_files(tmp_path: Path, name: str, content: bytes, fragment: str) -> None:
@@ -368,7 +383,7 @@ def _write_folder(root: Path, splits: tuple[str, ...] = ("train", "val", "test")
 
 def test_folder_reads_sorted_classes_and_pixels(tmp_path: Path) -> None:
     root = _write_folder(tmp_path / "shapes")
-    data = load_dataset(f"folder:{root}")
+    data = load_dataset(f"folder:{root}", mode="memory", image_size=32)
     assert data.classes == ("ant", "cat", "dog") and data.num_classes == 3
     assert (data.name, data.in_channels, data.image_size) == ("folder:shapes", 3, 32)
     assert [len(s) for s in (data.train, data.val, data.test)] == [6, 6, 6]
@@ -388,7 +403,7 @@ def test_folder_grayscale_becomes_rgb_and_resizes(tmp_path: Path) -> None:
     root = _write_folder(tmp_path, splits=("train", "val"))
     Image.new("L", (40, 30), 128).save(root / "train" / "cat" / "gray.jpeg")
     with pytest.warns(UserWarning):
-        data = load_dataset(f"folder:{root}", image_size=8)
+        data = load_dataset(f"folder:{root}", image_size=8, mode="memory")
     images, labels = data.train.tensors
     assert images.shape == (7, 3, 8, 8)
     gray = images[labels == 1][-1]
@@ -411,13 +426,15 @@ def test_folder_with_test_does_not_warn(tmp_path: Path) -> None:
         load_dataset(f"folder:{root}")
 
 
+@pytest.mark.parametrize("mode", ["memory", "stream"])
 @pytest.mark.parametrize("content", [b"\x89PNG\r\n\x1a\n but then garbage", b""])
-def test_folder_corrupt_image(tmp_path: Path, content: bytes) -> None:
+def test_folder_corrupt_image(tmp_path: Path, content: bytes, mode: str) -> None:
+    """Found before training, streamed or not: the index opens every file's header."""
     root = _write_folder(tmp_path)
     bad = root / "val" / "cat" / "broken.png"
     bad.write_bytes(content)
     with pytest.raises(DataError, match=f"cannot read image {bad}"):
-        load_dataset(f"folder:{root}")
+        load_dataset(f"folder:{root}", mode=mode, image_size=8)
 
 
 @pytest.mark.parametrize(
@@ -508,3 +525,61 @@ def test_stratified_indices_exact_size_and_every_class(n: int) -> None:
     assert np.all(np.diff(picked) > 0)  # sorted, so datasets keep a canonical order
     if n >= 3:
         assert set(labels[picked]) == {0, 1, 2}  # every class, even the rare ones
+
+
+# ---------------------------------------------------------------- streamed folders
+
+
+def test_folder_streams_by_default_normalized_with_cached_statistics(tmp_path: Path) -> None:
+    from convdrop.lab.data.stream import StreamingImages
+
+    root = write_image_folder(tmp_path / "d", {"a": 6, "b": 4}, size=(24, 20))
+    cache = tmp_path / "out" / "cache"
+    data = load_dataset(f"folder:{root}", image_size=16, cache_dir=cache)
+    assert data.streaming and isinstance(data.train, StreamingImages)
+    assert (data.num_classes, data.in_channels, data.image_size) == (2, 3, 16)
+    assert normalize(data) is data
+    scored = torch.stack([data.train_scored[i][0] for i in range(len(data.train))])
+    assert scored.shape == (10, 3, 16, 16)
+    std, mean = torch.std_mean(scored, dim=(0, 2, 3), correction=0)
+    assert torch.allclose(mean, torch.zeros(3), atol=1e-4)  # its own statistics
+    assert torch.allclose(std, torch.ones(3), atol=1e-4)
+    assert sorted(p.name.split("-")[0] for p in cache.iterdir()) == ["channel", "folder"]
+    image, label = data.train[0]
+    assert image.shape == (3, 16, 16) and label.dtype == torch.int64
+
+
+def test_streamed_train_size_is_a_stratified_subset(tmp_path: Path) -> None:
+    root = write_image_folder(tmp_path / "d", {"a": 6, "b": 4, "c": 2}, size=(8, 8))
+    data = load_dataset(f"folder:{root}", image_size=8, train_size=6, seed=1,
+                        normalization="imagenet")
+    assert sorted(data.train.labels.tolist()) == [0, 0, 0, 1, 1, 2]
+    assert data.mean == (0.485, 0.456, 0.406) and len(data.val) == 12
+    with pytest.raises(ArgumentError, match="train_size=13 exceeds the 12 training images"):
+        load_dataset(f"folder:{root}", image_size=8, train_size=13)
+
+
+@pytest.mark.parametrize(("kwargs", "fragment"), [
+    ({"mode": "disk"}, "data_mode must be one of auto, memory, stream, got 'disk'"),
+    ({"augment": "rrc"}, "augment must be one of none, crop, crop\\+flip, random_resized"),
+    ({"normalization": "cifar"}, "normalization must be one of train, imagenet, none"),
+])
+def test_streaming_options_are_checked(kwargs: dict, fragment: str) -> None:
+    with pytest.raises(DataError, match=fragment):
+        load_dataset("synthetic", **kwargs)
+
+
+def test_only_folders_stream() -> None:
+    with pytest.raises(DataError, match="data_mode 'stream' reads image files, and digits"):
+        load_dataset("digits", mode="stream")
+
+
+def test_a_folder_too_big_for_memory_is_refused_before_decoding(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    import convdrop.lab.data as data_module
+
+    root = write_image_folder(tmp_path / "d", {"a": 3, "b": 3}, size=(8, 8))
+    monkeypatch.setattr(data_module, "_available_memory", lambda: 2 * 18 * 3 * 64 * 64 * 4 - 1)
+    with pytest.raises(DataError, match=r"in memory needs about 0\.0 GiB \(18 images at 64x64"):
+        load_dataset(f"folder:{root}", image_size=64, mode="memory")
+    assert load_dataset(f"folder:{root}", image_size=63, mode="memory").image_size == 63

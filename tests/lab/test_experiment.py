@@ -85,13 +85,15 @@ def test_missing_spec_file_and_unknown_preset(tmp_path):
         preset_fields("big")
 
 
-def test_run_key_ignores_seeds_and_workers_but_not_settings():
+def test_run_key_ignores_seeds_but_not_settings_or_workers():
     a = build_spec(overrides={"seeds": 2, "workers": 1})
-    b = build_spec(overrides={"seeds": 5, "workers": 2})
-    c = build_spec(overrides={"epochs": 3})
+    b = build_spec(overrides={"seeds": 5, "workers": 1})
+    c = build_spec(overrides={"epochs": 3, "workers": 1})
     assert a.run_key("dropout") == b.run_key("dropout")
     assert a.run_key("dropout") != c.run_key("dropout")
     assert a.run_key("dropout") != a.run_key("control")
+    # Each worker computes with fewer CPU threads, which changes the float sums.
+    assert a.run_key("dropout") != build_spec(overrides={"workers": 2}).run_key("dropout")
 
 
 def test_small_cpu_defaults_only_for_bundled_data_and_simple_cnn():

@@ -1,6 +1,7 @@
 """Registered ops and the backend switch: ``torch.compile(fullgraph=True)`` traces models
-with DropBlock sites without graph breaks, ``torch.export`` works in train and eval mode,
-the ops pass ``torch.library.opcheck``, and ``CONVDROP_BACKEND`` is checked."""
+with DropBlock sites without graph breaks, and without recompiles when a scheduler changes
+``p``; ``torch.export`` works in train and eval mode, the ops pass
+``torch.library.opcheck``, and ``CONVDROP_BACKEND`` is checked."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ import torch._dynamo
 from torch import nn
 from torch._dynamo.utils import counters
 
-from convdrop import DropBlock2d
+from convdrop import DropBlock2d, Dropout, SpatialDropout, drop_block
+from convdrop.ops import device as generic
 from convdrop.ops import dispatch as _dispatch
 from convdrop.ops import native as _native
 from convdrop.ops import registry as _ops
 from convdrop.ops.autograd import DropBlockFunction
+from convdrop.ops.gamma import drop_seed_rate
 from convdrop.ops.sampling import Geometry, sample_seeds
 
 BACKENDS = ["auto", "torch-generic"]  # the CPU op (sampler + kernel) and the generic op
@@ -81,14 +84,76 @@ def test_a_new_batch_size_compiles_once_then_is_dynamic(backend):
     assert counters["stats"]["unique_graphs"] == 2 and dict(counters["graph_break"]) == {}
 
 
-def test_a_new_p_compiles_once_and_an_old_one_not_again():
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), DropBlock2d(0.1, 3))
-    compiled = torch.compile(model, fullgraph=True)
-    x = torch.randn(2, 3, 10, 10)
-    for p in (0.1, 0.2, 0.1, 0.2, 0.3):
-        model[1].p = p
-        compiled(x)
-    assert counters["stats"]["unique_graphs"] == 3  # p is baked into each graph
+def dropped_fraction(y: torch.Tensor) -> float:
+    return float((y == 0).float().mean())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("layer", [lambda: DropBlock2d(0.1, 3), lambda: SpatialDropout(0.1),
+                                   lambda: Dropout(0.1)])
+def test_a_scheduled_p_never_recompiles_and_the_graph_follows_it(backend, layer):
+    """A scheduler sets a new ``p`` every step: one graph, and each call drops at that p
+    (p = 0 keeps everything, p = 1 drops everything, in between within 8 SE)."""
+    torch.manual_seed(0)
+    with _native.forced(backend):
+        model = layer()
+        compiled = torch.compile(model, fullgraph=True)
+        x = torch.ones(8, 16, 16, 16, requires_grad=True)
+        for p in (0.0, 0.05, 0.2, 0.5, 1.0, 0.3, 0.0, 0.7):
+            model.p = p
+            y = compiled(x)
+            y.sum().backward()
+            if p in (0.0, 1.0):
+                assert dropped_fraction(y) == p
+            else:  # at most 8 * 16 * 16 * 16 units, at least 8 * 16 independent ones
+                assert abs(dropped_fraction(y) - p) < 8 * (p * (1 - p) / 128) ** 0.5
+    assert counters["stats"]["unique_graphs"] == 1 and dict(counters["graph_break"]) == {}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backward_uses_the_p_of_its_forward(backend):
+    """p changed between forward and backward: the gradient still has the forward's
+    zeros (the op keeps its own copy of p)."""
+    torch.manual_seed(1)
+    with _native.forced(backend):
+        model = DropBlock2d(0.3, 3)
+        compiled = torch.compile(model, fullgraph=True)
+        x = torch.ones(4, 4, 12, 12, requires_grad=True)
+        y = compiled(x)
+        model.p = 0.9
+        y.backward(torch.ones_like(y))
+    assert 0 < dropped_fraction(y) < 0.6
+    assert torch.equal(x.grad == 0, y == 0)
+
+
+def test_a_float_argument_of_a_compiled_function_compiles_twice_at_most():
+    """The compiler makes a changing float argument symbolic after one recompile; the
+    functional op then takes it as a tensor."""
+    compiled = torch.compile(lambda x, p: drop_block(x, p, 3), fullgraph=True)
+    x = torch.ones(4, 8, 16, 16)
+    torch.manual_seed(2)
+    for p in (0.1, 0.2, 0.3, 0.0, 1.0, 0.4):
+        assert abs(dropped_fraction(compiled(x, p)) - p) < 0.08
+    assert counters["stats"]["unique_graphs"] <= 2
+
+
+@pytest.mark.parametrize("bad", [torch.tensor([0.1]), torch.tensor(1), torch.tensor(0.1,
+                                 device="meta")])
+def test_a_tensor_p_must_be_a_0_dim_float_cpu_tensor(bad):
+    with pytest.raises(ValueError, match="p as a tensor must be a 0-dim floating-point CPU"):
+        drop_block(torch.ones(1, 1, 4, 4), bad, 2)
+
+
+def test_a_tensor_p_is_read_and_checked_eagerly():
+    x = torch.ones(2, 3, 8, 8)
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    assert torch.equal(drop_block(x, torch.tensor(0.25, dtype=torch.float64), 3, generator=gen()),
+                       drop_block(x, 0.25, 3, generator=gen()))
+    with pytest.raises(ValueError, match="p must be a probability in \\[0, 1\\], got 1.5"):
+        drop_block(x, torch.tensor(1.5), 3)
+    with pytest.raises(ValueError, match="p must be a probability"):
+        _ops.drop_block_cpu(x, torch.tensor([1]), torch.tensor(-0.5, dtype=torch.float64),
+                            [3, 3], False, "batch", True)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -110,9 +175,10 @@ def test_cpu_op_gives_the_sampler_paths_bits():
     x = torch.randn(3, 5, 14, 14, requires_grad=True)
     grad = torch.randn(3, 5, 14, 14)
     geometry = Geometry.of(tuple(x.shape), (7, 7), False)
-    seed, gamma = torch.tensor([1234]), 0.01
-    out, factor = _ops.drop_block_cpu(x, seed, gamma, [7, 7], False, "batch", 0.1)
+    seed, p = torch.tensor([1234]), torch.tensor(0.1, dtype=torch.float64)
+    out, factor = _ops.drop_block_cpu(x, seed, p, [7, 7], False, "batch", True)
     (grad_op,) = torch.autograd.grad(out, x, grad)
+    gamma = drop_seed_rate((14, 14), (7, 7), 0.1, True)
     ids = sample_seeds(geometry.trials, gamma, generator=torch.Generator().manual_seed(1234))
     reference = DropBlockFunction.apply(x, ids, geometry, "batch", 0.1, False)
     (grad_ref,) = torch.autograd.grad(reference, x, grad)
@@ -124,11 +190,13 @@ def test_cpu_op_gives_the_sampler_paths_bits():
 def test_ops_pass_opcheck(shared, scale):
     x = torch.randn(2, 3, 9, 9, requires_grad=True)
     geometry = Geometry.of(tuple(x.shape), (3, 3), shared)
-    seeds = torch.rand(geometry.maps, *geometry.valid, generator=torch.Generator()
-                       .manual_seed(0)) < 0.2
-    torch.library.opcheck(_ops.drop_block_generic, (x, seeds, [3, 3], shared, scale, 0.2))
-    torch.library.opcheck(_ops.drop_block_cpu,
-                          (x, torch.tensor([7]), 0.05, [3, 3], shared, scale, 0.2))
+    draws = generic.draw_bits(geometry, torch.Generator().manual_seed(0), "cpu")
+    p = torch.tensor(0.2, dtype=torch.float64)
+    for calibrated in (True, False):
+        torch.library.opcheck(_ops.drop_block_generic,
+                              (x, draws, p, [3, 3], shared, scale, calibrated))
+        torch.library.opcheck(_ops.drop_block_cpu,
+                              (x, torch.tensor([7]), p, [3, 3], shared, scale, calibrated))
 
 
 # --- the backend switch -----------------------------------------------------------

@@ -354,3 +354,28 @@ def test_wide_indices_give_the_same_results(monkeypatch):
     assert torch.equal(narrow[0], wide[0]) and torch.equal(narrow[1], wide[1])
     assert torch.equal(tdb.backward(x, seed_of(6), 0.2, (3, 2), False, wide[1]),
                        torch.where(narrow[0] == 0, 0, x * narrow[1]))
+
+
+@pytest.mark.parametrize("calibrated,scale", [(True, "batch"), (False, "expected")])
+def test_registered_op_reads_p_and_solves_the_seed_rate(calibrated, scale):
+    """``convdrop::drop_block_triton`` (its Python body; the op itself dispatches on CUDA
+    only) reads the 0-dim CPU ``p``, solves the rate and gives the kernel's bits, forward
+    and backward; a bad ``p`` is refused when read."""
+    from convdrop.ops import registry as ops
+    from convdrop.ops.gamma import drop_seed_rate
+
+    shape, block, p = (2, 3, 9, 8), (3, 3), 0.2
+    x = torch.randn(shape, device=DEVICE)
+    gamma = drop_seed_rate(shape[2:], block, p, calibrated)
+    rate = torch.tensor(p, dtype=torch.float64)
+    out, factor = ops.drop_block_triton._init_fn(x, seed_of(9), rate, list(block), False,
+                                                 scale, calibrated)
+    want, want_factor = tdb.forward(x, seed_of(9), gamma, block, False, scale, p)
+    assert torch.equal(out, want) and torch.equal(factor, want_factor)
+    grad = torch.randn(shape, device=DEVICE)
+    got = ops.drop_block_triton_backward._init_fn(grad, seed_of(9), rate, list(block), False,
+                                                  calibrated, factor)
+    assert torch.equal(got, tdb.backward(grad, seed_of(9), gamma, block, False, factor))
+    with pytest.raises(ValueError, match="p must be a probability"):
+        ops.drop_block_triton._init_fn(x, seed_of(9), torch.tensor(2.0), list(block), False,
+                                       scale, calibrated)

@@ -250,3 +250,18 @@ def test_load_net_errors(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- command line
+
+
+@pytest.mark.parametrize("big", [1e308, -1e308])
+def test_a_float64_overflow_is_a_stated_error_not_nan_outputs(big: float) -> None:
+    net = _net(x=[big, big])
+    with pytest.raises(ValueError, match=r"the (training|inference) pass overflows float64 at "
+                       r"layers\[\d\]: its .* are not finite"):
+        walkthrough(net)
+
+
+def test_a_deeply_nested_net_file_is_one_line(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    with pytest.raises(ValueError, match="deep.json is nested too deeply to be a net"):
+        load_net(deep)

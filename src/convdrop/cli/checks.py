@@ -12,11 +12,23 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
-from convdrop.errors import ArgumentError, UserError
+from convdrop.errors import ArgumentError, OutputError, UserError
 from convdrop.ops import validate as v
 
-__all__ = ["as_argument_error", "check_p_and_block", "check_positive"]
+__all__ = ["as_argument_error", "check_p_and_block", "check_positive", "writing_out_file"]
+
+
+@contextmanager
+def writing_out_file(out: str) -> Iterator[None]:
+    """Check ``--out`` names a file (not a folder) first; a failed write then names ``--out``."""
+    if Path(out).is_dir():
+        raise OutputError(f"--out {out}: is a folder; give the path of a PNG file")
+    try:
+        yield
+    except OutputError as err:
+        raise OutputError(f"--out {out}: {err}") from err
 
 
 @contextmanager

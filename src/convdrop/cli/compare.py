@@ -21,6 +21,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     flags.add_spec_flags(parser, (*flags.GRID_FIELDS, *flags.SHARED_FIELDS))
     parser.add_argument("--out", help="output folder (default results/<preset>)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--restart", action="append", default=[], metavar="RUN",
+                        help="delete run RUN (METHOD/seedS, or METHOD for all its seeds) and "
+                        "train it from scratch (repeatable)")
     parser.set_defaults(func=run)
 
 
@@ -37,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"[bold]convdrop compare[/bold] {spec.name}: {len(spec.methods)} methods x "
                   f"{spec.seeds} seeds on {spec.data} / {spec.model}, {spec.epochs} epochs "
                   f"-> {out}")
-    report_path, summaries = runner.compare(spec, out, show_progress=not args.quiet)
+    report_path, summaries = runner.compare(spec, out, show_progress=not args.quiet,
+                                            restart=args.restart)
     console.print(report.render_rich(summaries))
     console.print(f"report: {report_path}")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from convdrop.cli.checks import as_argument_error
+from convdrop.cli.checks import as_argument_error, writing_out_file
 from convdrop.cli.masks import check_args, image_from_flag
 from convdrop.ops import validate as v
 from convdrop.viz.correlation import correlation_study, render_table
@@ -43,5 +43,6 @@ def run(args: argparse.Namespace) -> int:
                               args.seed, source=args.source)
     print(render_table(study))
     print(study.conclusion())
-    print(f"wrote {draw_study(study, args.out, dpi=args.dpi)}")
+    with writing_out_file(args.out):
+        print(f"wrote {draw_study(study, args.out, dpi=args.dpi)}")
     return 0

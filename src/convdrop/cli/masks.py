@@ -6,7 +6,7 @@ import argparse
 
 import torch
 
-from convdrop.cli.checks import check_p_and_block, check_positive
+from convdrop.cli.checks import check_p_and_block, check_positive, writing_out_file
 from convdrop.errors import ArgumentError, MissingFileError
 from convdrop.viz.masks import draw_masks, mask_panels, read_image
 
@@ -48,9 +48,10 @@ def image_from_flag(path: str | None) -> torch.Tensor:
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``convdrop masks``."""
     check_args(args)
-    panels = mask_panels(image_from_flag(args.image), args.p, args.block_size, args.seed,
-                         steps=args.steps)
-    out = draw_masks(panels, args.out, p=args.p, block_size=args.block_size, seed=args.seed,
-                     dpi=args.dpi)
+    with writing_out_file(args.out):
+        panels = mask_panels(image_from_flag(args.image), args.p, args.block_size, args.seed,
+                             steps=args.steps)
+        out = draw_masks(panels, args.out, p=args.p, block_size=args.block_size,
+                         seed=args.seed, dpi=args.dpi)
     print(f"wrote {out}")
     return 0

@@ -27,15 +27,16 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from convdrop.cli import flags
-from convdrop.errors import ArgumentError
+from convdrop.errors import ArgumentError, OutputError
 from convdrop.lab.distributed import check_sync_bn, per_rank_batch, process_group
-from convdrop.lab.run import execute
+from convdrop.lab.run import check_run, discard_run, execute
 from convdrop.lab.spec import ExperimentSpec
 from convdrop.lab.store import (
     Progress,
     RunPaths,
     check_unfinished,
     finished_result,
+    prepare_out,
     read_metrics,
     write_config,
 )
@@ -72,7 +73,8 @@ def _reporter(paths: RunPaths, say: Callable[[str], None], stop_after: int | Non
             row = read_metrics(paths)[-1]
             say(f"epoch {done}/{total}  " + "  ".join(
                 f"{key} {row[key]:.4g}" for key in ("train_loss", "train_acc", "val_acc",
-                                                    "drop_rate", "lr")))
+                                                    "drop_rate", "lr"))
+                + f"  images/s {row.get('images_per_s', 0):.0f}")
         if stop_after is not None and done == stop_after and done < total:
             raise StopRequested(done)
 
@@ -86,8 +88,28 @@ def _silent(text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``convdrop train`` (every torchrun process runs it)."""
     spec, method = train_spec(args)
-    paths = RunPaths.of(Path(args.out), method, args.seed)
+    try:
+        return _run(args, spec, method)
+    except OutputError as err:
+        raise OutputError(f"--out {args.out}: {err}") from err
+
+
+def _restart(args: argparse.Namespace, spec: ExperimentSpec, method: str,
+             paths: RunPaths) -> None:
+    """``--restart [RUN]``: delete this run's files; otherwise check them before any write."""
+    if args.restart is None:
+        check_run(spec, method, args.seed, Path(args.out))
+    elif args.restart not in ("", paths.run):
+        raise ArgumentError(f"--restart {args.restart!r}: this command trains {paths.run}")
+    else:
+        discard_run(Path(args.out), method, args.seed)
+
+
+def _run(args: argparse.Namespace, spec: ExperimentSpec, method: str) -> int:
+    paths = RunPaths.of(prepare_out(Path(args.out)), method, args.seed)
     with process_group(spec.device) as dist:
+        if dist.is_writer:
+            _restart(args, spec, method, paths)
         say = print if dist.is_writer and not args.quiet else _silent
         done = finished_result(paths, spec.run_key(method))
         if done is not None:
@@ -138,6 +160,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                         "OUT/runs/<method>/seed<S>/")
     parser.add_argument("--resume", action="store_true",
                         help="continue an unfinished run from its checkpoint")
+    parser.add_argument("--restart", nargs="?", const="", metavar="RUN",
+                        help="delete this run's files and train it from scratch")
     flags.add_spec_flags(parser)
     parser.add_argument("--sync-bn", action="store_true",
                         help="SyncBatchNorm across processes (CUDA under torchrun; no effect in "

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.distributed as tdist
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 from convdrop.errors import LaunchError
 from convdrop.ops import validate as v
@@ -172,9 +172,12 @@ def per_rank_batch(batch_size: int, world_size: int) -> int:
     return batch_size // world_size
 
 
-def shard(dataset: TensorDataset, rank: int, world_size: int) -> TensorDataset:
-    """Examples ``rank, rank + W, ...``: W shards that cover the set exactly once."""
-    return TensorDataset(*(tensor[rank::world_size] for tensor in dataset.tensors))
+def shard(dataset: Dataset, rank: int, world_size: int) -> Dataset:
+    """Examples ``rank, rank + W, ...``: W shards that cover the set exactly once (sliced
+    tensors in memory, a ``Subset`` of a streamed dataset)."""
+    if isinstance(dataset, TensorDataset):
+        return TensorDataset(*(tensor[rank::world_size] for tensor in dataset.tensors))
+    return Subset(dataset, range(rank, len(dataset), world_size))
 
 
 def _comm_device(dist: Dist) -> torch.device:

@@ -118,10 +118,13 @@ class Recipe:
     def label_smoothing(self) -> float:
         return self.method.label_smoothing
 
-    def augment(self, kind: str) -> Augment:
-        """The spec's augmentation plus the method's Cutout."""
-        crop = 4 if kind.startswith("crop") else 0
-        return Augment(crop_pad=crop, flip=kind == "crop+flip", cutout=self.method.cutout)
+    def augment(self, kind: str, streamed: bool = False) -> Augment:
+        """The spec's augmentation plus the method's Cutout; only the Cutout when the data
+        are streamed (their workers apply ``kind`` per image)."""
+        if streamed:
+            return Augment(crop_pad=0, flip=False, cutout=self.method.cutout)
+        return Augment(crop_pad=4 if kind.startswith("crop") else 0, flip=kind.endswith("+flip"),
+                       cutout=self.method.cutout, resized_crop=kind.startswith("random_resized"))
 
     def drop_scheduler(self, model: nn.Module, total_steps: int) -> Any:
         """A DropRateScheduler for ramped methods; None for constant rates or no regularizer."""

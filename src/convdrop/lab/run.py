@@ -3,23 +3,53 @@
 :func:`execute` skips a finished run, resumes an interrupted one from its checkpoint
 and otherwise builds a :class:`convdrop.lab.trainer.Trainer`; :func:`train_and_record`
 fits it and writes ``result.json``. The files are those of :mod:`convdrop.lab.store`.
+While it trains, the writing process holds the run folder's lock
+(:mod:`convdrop.lab.lock`), so no other runner trains the same run at the same time.
+:func:`check_run` reads a run's files back without writing anything (the check a
+runner makes for every run before it writes a file), and :func:`discard_run` is
+``--restart``.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from convdrop import _io
-from convdrop.errors import LaunchError
+from convdrop.errors import LaunchError, OutputError
+from convdrop.lab import lock
+from convdrop.lab.checkpoint import read_checkpoint
 from convdrop.lab.distributed import Dist, launch_env
 from convdrop.lab.engine import NonFiniteLossError
 from convdrop.lab.spec import ExperimentSpec
-from convdrop.lab.store import Progress, RunPaths, finished_result
+from convdrop.lab.store import Progress, RunPaths, check_epochs, finished_result
 from convdrop.lab.trainer import Trainer
 
-__all__ = ["execute", "train_and_record"]
+__all__ = ["CACHE_FOLDER", "check_run", "discard_run", "execute", "train_and_record"]
+
+CACHE_FOLDER = "cache"  # inside --out: a streamed folder's file index and statistics
+
+
+def check_run(spec: ExperimentSpec, method: str, seed: int, out_dir: Path) -> None:
+    """Read the run's result or checkpoint back and check them; writes nothing."""
+    paths = RunPaths.of(out_dir, method, seed)
+    if finished_result(paths, spec.run_key(method)) is None:
+        read_checkpoint(paths, run_key=spec.run_key(method), seed=seed, epochs=spec.epochs)
+
+
+def discard_run(out_dir: Path, method: str, seed: int) -> None:
+    """Delete everything of one run (``--restart``), so it trains again from scratch."""
+    paths = RunPaths.of(out_dir, method, seed)
+    try:
+        shutil.rmtree(paths.root)
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        raise OutputError(f"cannot delete {paths.root} for --restart: "
+                          f"{err.strerror or err}") from err
 
 
 def execute(
@@ -39,15 +69,27 @@ def execute(
             "and `convdrop compare --workers N` for parallel runs"
         )
     paths = RunPaths.of(out_dir, method, seed)
-    done = finished_result(paths, spec.run_key(method))
-    if done is not None:
-        if progress:
-            progress(spec.epochs, spec.epochs)
-        return done
-    started = time.perf_counter()
-    trainer = Trainer.create(spec, method, seed, device=device or spec.device, dist=dist,
-                             sync_bn=sync_bn)
-    return train_and_record(trainer, paths, progress=progress, started=started)
+    writer = dist is None or dist.is_writer
+    if writer:
+        _make_folder(paths)
+    held = lock.hold(paths.root, hint="let it finish") if writer else nullcontext()
+    with held:
+        done = finished_result(paths, spec.run_key(method))
+        if done is not None:
+            if progress:
+                progress(spec.epochs, spec.epochs)
+            return done
+        started = time.perf_counter()
+        trainer = Trainer.create(spec, method, seed, device=device or spec.device, dist=dist,
+                                 sync_bn=sync_bn, cache_dir=out_dir / CACHE_FOLDER)
+        return train_and_record(trainer, paths, progress=progress, started=started)
+
+
+def _make_folder(paths: RunPaths) -> None:
+    try:
+        paths.root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create {paths.root}: {err.strerror or err}") from err
 
 
 def train_and_record(trainer: Trainer, paths: RunPaths, *, progress: Progress | None = None,
@@ -63,6 +105,7 @@ def train_and_record(trainer: Trainer, paths: RunPaths, *, progress: Progress | 
     except NonFiniteLossError as err:  # record it; the other runs of a grid go on
         result = {**base, "status": "failed", "error": str(err)}
     else:
+        check_epochs(paths, rows, spec.epochs, exact=True)  # never "ok" with epochs missing
         final = trainer.final_scores()
         result = {**base, "status": "ok", "error": None, **final,
                   "val_acc": rows[-1]["val_acc"] if rows else None}

@@ -1,35 +1,35 @@
 """The experiment runner behind ``convdrop compare``: a grid of methods x seeds, and its report.
 
 Runs execute in this process or, with ``--workers N``, in N spawned processes
-(one GPU each, round-robin, when several are present). Finished runs are skipped
-on a rerun, interrupted ones resume from their last epoch. At the end it writes
+(one GPU each, round-robin, when several are present) that die with the runner
+(:mod:`convdrop.lab.workers`). Finished runs are skipped on a rerun, interrupted
+ones resume from their last epoch. The runner holds ``--out``'s lock
+(:mod:`convdrop.lab.lock`) and, before it writes any file, reads back and checks
+every run already there, so a refused rerun changes nothing. At the end it writes
 ``config.json``, ``results.json``, ``summary.csv``, the PNG plots and ``report.md``.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import queue
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from convdrop import _io
-from convdrop.lab.run import execute
+from convdrop.errors import ArgumentError, OutputError
+from convdrop.lab import lock
+from convdrop.lab.run import check_run, discard_run, execute
 from convdrop.lab.spec import ExperimentSpec
-from convdrop.lab.store import RunPaths, read_metrics
+from convdrop.lab.store import RunPaths, prepare_out, read_metrics
+from convdrop.lab.workers import run_jobs, sigterm_as_interrupt
 
 
 def grid(spec: ExperimentSpec) -> list[tuple[str, int]]:
     """Every (method, seed) of the spec, methods outer."""
     return [(method, seed) for method in spec.methods for seed in range(spec.seeds)]
-
-
-def _worker_init(threads: int) -> None:
-    torch.set_num_threads(threads)
 
 
 def _device_for(spec: ExperimentSpec, index: int) -> str:
@@ -39,14 +39,14 @@ def _device_for(spec: ExperimentSpec, index: int) -> str:
     return spec.device
 
 
-def _execute_reporting(spec_json: str, method: str, seed: int, out: str, device: str,
-                       events: Any) -> dict[str, Any]:
-    """Worker entry point: a run whose per-epoch progress goes to ``events``."""
+def _execute_reporting(spec_json: str, method: str, seed: int, out: str, device: str, *,
+                       report: Callable[[int], None]) -> dict[str, Any]:
+    """Worker entry point: a run whose per-epoch progress goes to ``report``."""
     spec = ExperimentSpec.model_validate_json(spec_json)
     last = [0]
 
     def progress(done: int, total: int) -> None:
-        events.put(done - last[0])
+        report(done - last[0])
         last[0] = done
 
     return execute(spec, method, seed, Path(out), device=device, progress=progress)
@@ -87,25 +87,12 @@ def _run_here(spec: ExperimentSpec, method: str, seed: int, out: Path, bar: Any,
 
 def _run_pool(spec: ExperimentSpec, runs: list[tuple[str, int]], out: Path, bar: Any,
               task: Any) -> list[dict]:
-    context = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // spec.workers)
-    with context.Manager() as manager, ProcessPoolExecutor(
-        spec.workers, mp_context=context, initializer=_worker_init, initargs=(threads,)
-    ) as pool:
-        events = manager.Queue()
-        futures: list[Future] = [
-            pool.submit(_execute_reporting, spec.model_dump_json(), method, seed, str(out),
-                        _device_for(spec, i), events)
-            for i, (method, seed) in enumerate(runs)
-        ]
-        while not all(f.done() for f in futures):
-            try:
-                bar.advance(task, events.get(timeout=0.2))
-            except queue.Empty:
-                pass
-        while not events.empty():
-            bar.advance(task, events.get())
-        return [f.result() for f in futures]
+    jobs = [(spec.model_dump_json(), method, seed, str(out), _device_for(spec, i))
+            for i, (method, seed) in enumerate(runs)]
+    return run_jobs(_execute_reporting, jobs, processes=spec.workers, threads=threads,
+                    on_event=lambda epochs: bar.advance(task, epochs),
+                    describe=lambda i: f"run {runs[i][0]} seed {runs[i][1]}")
 
 
 def write_outputs(spec: ExperimentSpec, out: Path, results: list[dict]) -> tuple[Path, list]:
@@ -131,10 +118,38 @@ def write_outputs(spec: ExperimentSpec, out: Path, results: list[dict]) -> tuple
     return path, summaries
 
 
-def compare(spec: ExperimentSpec, out: Path, *,
-            show_progress: bool = True) -> tuple[Path, list]:
-    """Run the grid and write every output; returns the report's path and the summaries."""
-    out.mkdir(parents=True, exist_ok=True)
-    _io.write_json(out / "config.json", spec.model_dump())
-    results = run_grid(spec, out, show_progress=show_progress)
-    return write_outputs(spec, out, results)
+def restart_runs(spec: ExperimentSpec, restart: Sequence[str]) -> set[tuple[str, int]]:
+    """The runs ``--restart`` names: ``METHOD/seedS`` one run, ``METHOD`` all its seeds."""
+    runs = grid(spec)
+    chosen: set[tuple[str, int]] = set()
+    for name in restart:
+        matched = {run for run in runs if name in (run[0], f"{run[0]}/seed{run[1]}")}
+        if not matched:
+            raise ArgumentError(f"--restart {name!r}: not a run of this comparison; expected "
+                                f"METHOD/seedS or METHOD, e.g. {runs[0][0]}/seed{runs[0][1]}")
+        chosen |= matched
+    return chosen
+
+
+def compare(spec: ExperimentSpec, out: Path, *, show_progress: bool = True,
+            restart: Sequence[str] = ()) -> tuple[Path, list]:
+    """Run the grid and write every output; returns the report's path and the summaries.
+
+    Every run already in ``out`` is checked before anything is written; ``restart``
+    names runs (``METHOD/seedS`` or ``METHOD``) to delete and train again instead.
+    A write that fails (disk full, read-only) is an :class:`OutputError` naming ``--out``.
+    """
+    fresh = restart_runs(spec, restart)
+    out = prepare_out(out)
+    try:
+        with sigterm_as_interrupt(), lock.hold(out):
+            for method, seed in grid(spec):
+                if (method, seed) not in fresh:
+                    check_run(spec, method, seed, out)
+            for method, seed in sorted(fresh):
+                discard_run(out, method, seed)
+            _io.write_json(out / "config.json", spec.model_dump())
+            results = run_grid(spec, out, show_progress=show_progress)
+            return write_outputs(spec, out, results)
+    except OutputError as err:
+        raise OutputError(f"--out {out}: {err}") from err

@@ -12,11 +12,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from convdrop.errors import MissingFileError, SpecError
 from convdrop.lab import presets
@@ -26,6 +35,30 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+
+# Names that become folder names: letters, digits, "-", "_", "."; no leading dot, no separator.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+
+
+def check_name(value: str, key: str) -> str:
+    """``value`` if it is a safe folder name, else :class:`SpecError` naming ``key``."""
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        raise SpecError(f"{key}: {_NAME_RULE} (got {value!r})")
+    return value
+
+
+_NAME_RULE = ("a name must be 1-100 letters, digits, '-', '_' or '.', not starting with '.' "
+              "(it names a folder under --out)")
+
+
+def _safe_name(value: str) -> str:
+    if not NAME_PATTERN.fullmatch(value):
+        raise ValueError(_NAME_RULE)
+    return value
+
+
+SafeName = Annotated[str, AfterValidator(_safe_name)]
 
 
 class MethodOptions(BaseModel):
@@ -48,9 +81,9 @@ class ExperimentSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field("regularizers", description="the preset it started from; names the "
+    name: SafeName = Field("regularizers", description="the preset it started from; names the "
                       "default output folder")
-    methods: list[str] = Field(min_length=1, description="methods to run, in report order")
+    methods: list[SafeName] = Field(min_length=1, description="methods to run, in report order")
     seeds: int = Field(3, ge=1, le=100, description="runs per method, seeds 0..seeds-1")
     epochs: int = Field(15, ge=1, description="training epochs")
     data: str = Field("digits", description="digits | synthetic | cifar10:PATH | "
@@ -72,13 +105,36 @@ class ExperimentSpec(BaseModel):
     weight_decay: float = Field(5e-4, ge=0, description="weight decay")
     lr_schedule: Literal["cosine", "step", "none"] = Field(
         "cosine", description="learning-rate schedule over training")
-    augment: Literal["none", "crop", "crop+flip"] = Field(
-        "crop", description="data augmentation")
+    augment: Literal["none", "crop", "crop+flip", "random_resized_crop+flip"] = Field(
+        "crop", description="training augmentation: crop (+flip) pads by a side/8 and crops "
+        "back (CIFAR-style); random_resized_crop+flip is ImageNet-style")
+    image_size: int | None = Field(None, ge=8, description="image side in pixels; none = 32, "
+                                   "or 224 for folder data")
+    data_mode: Literal["auto", "memory", "stream"] = Field(
+        "auto", description="auto streams folders from disk and holds the rest in memory")
+    normalization: Literal["train", "imagenet", "none"] = Field(
+        "train", description="normalize with the train split's channel statistics, "
+        "ImageNet's, or not at all")
+    loader_workers: int | None = Field(
+        None, ge=0, description="DataLoader worker processes per run; none = 0 in memory, "
+        "min(8, CPUs / workers) for streamed data", json_schema_extra={"flag": "workers-per-run"})
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
-    channels_last: bool = Field(False, description="channels-last memory format")
-    amp: bool = Field(False, description="mixed precision (CUDA only)")
+    channels_last: bool | None = Field(None, description="channels-last memory format; "
+                                       "none = on for CUDA")
+    amp: bool | None = Field(None, description="bfloat16 autocast (CUDA only); none = on for "
+                             "CUDA")
     workers: int = Field(1, ge=1, description="parallel runs (processes)")
-    method_options: dict[str, MethodOptions] = Field(default_factory=dict)
+    method_options: dict[SafeName, MethodOptions] = Field(default_factory=dict)
+
+    @field_validator("data", "model", "device")
+    @classmethod
+    def _utf8(cls, value: str) -> str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("not valid UTF-8 (a path with undecodable bytes?); rename it "
+                             "to a UTF-8 name") from None
+        return value
 
     @model_validator(mode="after")
     def _methods_known(self) -> ExperimentSpec:
@@ -99,8 +155,12 @@ class ExperimentSpec(BaseModel):
         return self.method_options.get(method, MethodOptions())
 
     def run_key(self, method: str) -> str:
-        """Hash of every setting one run of ``method`` depends on (not seeds, not workers)."""
-        shared = self.model_dump(exclude={"name", "methods", "seeds", "workers", "device",
+        """Hash of every setting one run of ``method`` depends on (not the seed count).
+
+        ``workers`` is in it: each worker process computes with fewer CPU threads, which
+        changes the float sums, so a run of another worker count is not the same run.
+        """
+        shared = self.model_dump(exclude={"name", "methods", "seeds", "device",
                                           "method_options"})
         payload = {"shared": shared, "method": method,
                    "options": self.options_for(method).model_dump()}
@@ -116,7 +176,8 @@ def format_validation_error(err: ValidationError, where: str) -> str:
             continue
         path = ".".join(str(part) for part in problem["loc"])
         got = f" (got {problem['input']!r})" if "input" in problem else ""
-        lines.append(f"{where}.{path}: {problem['msg']}{got}")
+        msg = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}.{path}: {msg}{got}")
     return "; ".join(lines)
 
 
@@ -129,6 +190,10 @@ def read_toml(path: Path) -> dict[str, Any]:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise SpecError(f"spec file {str(path)!r} is not valid TOML: {err}") from err
+    except UnicodeDecodeError as err:
+        raise SpecError(f"spec file {str(path)!r} is not UTF-8 text: {err}") from None
+    except RecursionError:
+        raise SpecError(f"spec file {str(path)!r} is nested too deeply to be a spec") from None
     unknown = set(raw) - {"experiment", "methods"}
     if unknown:
         raise SpecError(

@@ -18,18 +18,24 @@ bare model's weights, so they load at any world size, plus every rank's RNG stat
 from __future__ import annotations
 
 import functools
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from convdrop import _io
 from convdrop._devices import resolve_device
-from convdrop.errors import RunFolderError
+from convdrop.errors import DataError, RunFolderError
 from convdrop.lab import distributed as dd
+from convdrop.lab.checkpoint import read_checkpoint, save_checkpoint
 from convdrop.lab.data import Datasets, load_dataset, normalize
+from convdrop.lab.data.stream import worker_message
 from convdrop.lab.engine import (
     Augment,
     EvalStats,
@@ -43,27 +49,51 @@ from convdrop.lab.engine import (
 )
 from convdrop.lab.methods import build_recipe
 from convdrop.lab.spec import ExperimentSpec
-from convdrop.lab.store import (
-    METRIC_FIELDS,
-    Progress,
-    RunPaths,
-    load_checkpoint,
-    read_metrics,
-    save_checkpoint,
-)
+from convdrop.lab.store import METRIC_FIELDS, Progress, RunPaths
 from convdrop.layers import Regularizer
 
 EVAL_BATCH = 256
 
 
 @functools.lru_cache(maxsize=4)
-def _datasets(data: str, train_size: int | None, seed: int) -> Datasets:
-    return normalize(load_dataset(data, train_size=train_size, seed=seed))
+def _datasets(data: str, train_size: int | None, seed: int, image_size: int | None, mode: str,
+              augment: str, normalization: str, cache_dir: Path | None) -> Datasets:
+    return normalize(load_dataset(data, train_size=train_size, seed=seed, image_size=image_size,
+                                  mode=mode, augment=augment, normalization=normalization,
+                                  cache_dir=cache_dir))
 
 
-def load_run_data(spec: ExperimentSpec, seed: int) -> Datasets:
-    """Normalized splits; seed k draws training subset k (the same for every method)."""
-    return _datasets(spec.data, spec.train_size, seed if spec.train_size else 0)
+def load_run_data(spec: ExperimentSpec, seed: int, cache_dir: Path | None = None) -> Datasets:
+    """Normalized splits; seed k draws training subset k (the same for every method).
+    A streamed folder caches its index and statistics in ``cache_dir``."""
+    return _datasets(spec.data, spec.train_size, seed if spec.train_size else 0,
+                     spec.image_size, spec.data_mode, spec.augment, spec.normalization,
+                     cache_dir)
+
+
+def loader_workers(spec: ExperimentSpec, streaming: bool) -> int:
+    """DataLoader workers of one run: the spec's, else 0 in memory and min(8, CPUs / parallel
+    runs) for streamed data."""
+    if spec.loader_workers is not None:
+        return spec.loader_workers
+    if not streaming:
+        return 0
+    return max(1, min(8, (os.cpu_count() or 1) // spec.workers))
+
+
+def on_cuda(setting: bool | None, device: torch.device) -> bool:
+    """A switch that defaults to on for CUDA (channels_last, amp)."""
+    return device.type == "cuda" if setting is None else setting
+
+
+@contextmanager
+def _worker_errors() -> Iterator[None]:
+    """A DataError raised in a DataLoader worker (a file that no longer decodes) as one
+    line, not the worker's traceback that DataLoader wraps it in."""
+    try:
+        yield
+    except DataError as err:
+        raise DataError(worker_message(str(err))) from None
 
 
 def current_drop_rate(model: nn.Module) -> float:
@@ -72,26 +102,34 @@ def current_drop_rate(model: nn.Module) -> float:
 
 
 def make_loaders(data: Datasets, spec: ExperimentSpec, dist: dd.Dist, generator: torch.Generator,
-                 seed: int) -> tuple[dict[str, DataLoader], DistributedSampler | None]:
-    """Train loader (shuffled; this rank's share under torchrun) and the three eval loaders."""
+                 seed: int, device: torch.device | None = None,
+                 ) -> tuple[dict[str, DataLoader], DistributedSampler | None]:
+    """Train loader (shuffled; this rank's share under torchrun) and the three eval loaders.
+
+    Streamed data load in :func:`loader_workers` processes (the training loader's kept
+    across epochs), into pinned memory on CUDA."""
+    options = {"workers": loader_workers(spec, data.streaming),
+               "pin_memory": device is not None and device.type == "cuda"}
     if not dist.enabled:
         return {
-            "train": make_loader(data.train, spec.batch_size, shuffle=True, generator=generator),
-            "train_eval": make_loader(data.train, EVAL_BATCH, shuffle=False),
-            "val": make_loader(data.val, EVAL_BATCH, shuffle=False),
-            "test": make_loader(data.test, EVAL_BATCH, shuffle=False),
+            "train": make_loader(data.train, spec.batch_size, shuffle=True, generator=generator,
+                                 persistent=True, **options),
+            "train_eval": make_loader(data.train_scored, EVAL_BATCH, shuffle=False, **options),
+            "val": make_loader(data.val, EVAL_BATCH, shuffle=False, **options),
+            "test": make_loader(data.test, EVAL_BATCH, shuffle=False, **options),
         }, None
     batch = dd.per_rank_batch(spec.batch_size, dist.world_size)
     sampler = DistributedSampler(data.train, num_replicas=dist.world_size, rank=dist.rank,
                                  shuffle=True, seed=seed, drop_last=False)
 
-    def part(dataset: TensorDataset) -> DataLoader:
+    def part(dataset: Dataset) -> DataLoader:
         return make_loader(dd.shard(dataset, dist.rank, dist.world_size), EVAL_BATCH,
-                           shuffle=False)
+                           shuffle=False, **options)
 
     return {
-        "train": make_loader(data.train, batch, shuffle=False, sampler=sampler),
-        "train_eval": part(data.train), "val": part(data.val), "test": part(data.test),
+        "train": make_loader(data.train, batch, shuffle=False, sampler=sampler,
+                             generator=generator, persistent=True, **options),
+        "train_eval": part(data.train_scored), "val": part(data.val), "test": part(data.test),
     }, sampler
 
 
@@ -128,22 +166,28 @@ class Trainer:
         return self.dist.is_writer
 
     @property
+    def channels_last(self) -> bool:
+        return on_cuda(self.spec.channels_last, self.device)
+
+    @property
     def bare_model(self) -> nn.Module:
         """The model without its DistributedDataParallel wrapper."""
         return dd.unwrap(self.model)
 
     @staticmethod
     def create(spec: ExperimentSpec, method: str, seed: int, *, device: str | None = None,
-               dist: dd.Dist | None = None, sync_bn: bool = False) -> Trainer:
-        """Build the trainer of ``method`` with ``seed``; ``dist`` places it in a torchrun job."""
+               dist: dd.Dist | None = None, sync_bn: bool = False,
+               cache_dir: Path | None = None) -> Trainer:
+        """Build the trainer of ``method`` with ``seed``; ``dist`` places it in a torchrun job;
+        a streamed folder caches its index and statistics in ``cache_dir``."""
         dist = dist or dd.Dist(device=device or spec.device)
         generator = seed_everything(seed)  # the same on every rank: identical init
-        data = load_run_data(spec, seed)
-        loaders, sampler = make_loaders(data, spec, dist, generator, seed)
-        recipe = build_recipe(spec, method, data.num_classes, data.in_channels)
+        data = load_run_data(spec, seed, cache_dir)
         target = resolve_device(dist.device if dist.enabled else device or spec.device)
+        loaders, sampler = make_loaders(data, spec, dist, generator, seed, target)
+        recipe = build_recipe(spec, method, data.num_classes, data.in_channels)
         model = recipe.model.to(target)
-        if spec.channels_last:
+        if on_cuda(spec.channels_last, target):
             model = model.to(memory_format=torch.channels_last)
         steps = spec.epochs * len(loaders["train"])
         optimizer = make_optimizer(model, spec.optimizer, lr=spec.lr,
@@ -156,7 +200,7 @@ class Trainer:
             spec=spec, method=method, seed=seed, model=trained, optimizer=optimizer,
             lr_scheduler=make_lr_scheduler(optimizer, spec.lr_schedule, steps),
             drop_scheduler=drop_scheduler, loss_fn=make_loss(recipe.label_smoothing),
-            augment=recipe.augment(spec.augment), loaders=loaders, device=target,
+            augment=recipe.augment(spec.augment, data.streaming), loaders=loaders, device=target,
             generator=generator, dist=dist, sampler=sampler,
         )
 
@@ -208,9 +252,7 @@ class Trainer:
 
     def fit(self, paths: RunPaths, *, progress: Progress | None = None) -> list[dict[str, Any]]:
         """Train the remaining epochs; returns every epoch's metrics row."""
-        state = load_checkpoint(paths.checkpoint)
-        start = self.load_state_dict(state) if state is not None else 0
-        rows: list[dict[str, Any]] = read_metrics(paths)[:start]
+        start, rows = self.resume_from(paths)
         epochs = self.spec.epochs
         if progress:
             progress(start, epochs)
@@ -225,27 +267,51 @@ class Trainer:
                 progress(epoch + 1, epochs)
         return rows
 
+    def resume_from(self, paths: RunPaths) -> tuple[int, list[dict[str, Any]]]:
+        """Load the run's checked checkpoint, if any: (finished epochs, their metrics rows)."""
+        found = read_checkpoint(paths, run_key=self.spec.run_key(self.method), seed=self.seed,
+                                epochs=self.spec.epochs)
+        if found is None:
+            return 0, []
+        state, rows = found
+        try:
+            return self.load_state_dict(state), rows
+        except RunFolderError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+            problem = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+            raise paths.broken(paths.checkpoint, f"does not fit this run's model or "
+                               f"optimizer ({problem})") from None
+
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         """One epoch of training plus validation, as a metrics row (for the whole job)."""
+        with _worker_errors():
+            return self._train_epoch(epoch)
+
+    def _train_epoch(self, epoch: int) -> dict[str, Any]:
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
         stats = train_one_epoch(
             self.model, self.loaders["train"], self.optimizer, loss_fn=self.loss_fn,
             device=self.device, lr_scheduler=self.lr_scheduler,
             drop_scheduler=self.drop_scheduler, augment=self.augment,
-            generator=self.generator, channels_last=self.spec.channels_last,
-            amp_dtype=torch.bfloat16 if self.spec.amp and self.device.type == "cuda" else None,
+            generator=self.generator, channels_last=self.channels_last,
+            amp_dtype=torch.bfloat16 if on_cuda(self.spec.amp, self.device) else None,
             epoch=epoch + 1,
         )
         dd.broadcast_buffers(self.model, self.dist)
         train_loss, train_acc = self._global(stats.loss, stats.accuracy,
                                              len(self.loaders["train"].sampler))
+        # the job's rate: every rank's images over this rank's epoch time
+        images_per_s = dd.all_reduce_sums([stats.images], self.dist)[0] / max(stats.seconds,
+                                                                              1e-9)
         val = self.evaluate("val")
         return {
             "epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
             "val_loss": val.loss, "val_acc": val.accuracy,
             "drop_rate": current_drop_rate(self.model),
             "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(stats.seconds, 3),
+            "images_per_s": round(images_per_s, 1),
         }
 
     def _global(self, loss: float, accuracy: float, count: int) -> tuple[float, float]:
@@ -264,8 +330,9 @@ class Trainer:
             stats = EvalStats(0.0, 0.0)
         else:
             # Plain cross-entropy, so label smoothing does not make losses incomparable.
-            stats = evaluate(self.bare_model, loader, loss_fn=self.eval_loss,
-                             device=self.device, channels_last=self.spec.channels_last)
+            with _worker_errors():
+                stats = evaluate(self.bare_model, loader, loss_fn=self.eval_loss,
+                                 device=self.device, channels_last=self.channels_last)
         return EvalStats(*self._global(stats.loss, stats.accuracy, count))
 
     def final_scores(self) -> dict[str, float]:

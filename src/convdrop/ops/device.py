@@ -32,17 +32,26 @@ _BITS = 31  # random bits per valid position
 _HALF_TYPES = (torch.float16, torch.bfloat16)
 
 
+def draw_bits(geometry: Geometry, generator: torch.Generator | None,
+              device: torch.device | str | None) -> torch.Tensor:
+    """One 31-bit uniform integer per valid position: int32 (maps, *valid)."""
+    shape = (geometry.maps, *geometry.valid)
+    if generator is None:  # torch.compile rejects an explicit generator=None on some paths
+        return torch.randint(0, 1 << _BITS, shape, dtype=torch.int32, device=device)
+    return torch.randint(0, 1 << _BITS, shape, dtype=torch.int32, generator=generator,
+                         device=device)
+
+
+def seeds_below(draws: torch.Tensor, gamma: float) -> torch.Tensor:
+    """int32 draws of :func:`draw_bits` -> bool seeds, each True with probability gamma."""
+    threshold = min(1 << _BITS, round(gamma * (1 << _BITS)))
+    return draws <= threshold - 1  # fits int32 when threshold is 2**31 (gamma == 1)
+
+
 def draw_seed_map(geometry: Geometry, gamma: float, generator: torch.Generator | None,
                   device: torch.device | str | None) -> torch.Tensor:
     """Each valid position is a seed with probability ``gamma``: bool (maps, *valid)."""
-    shape = (geometry.maps, *geometry.valid)
-    threshold = min(1 << _BITS, round(gamma * (1 << _BITS)))
-    if generator is None:  # torch.compile rejects an explicit generator=None on some paths
-        draws = torch.randint(0, 1 << _BITS, shape, dtype=torch.int32, device=device)
-    else:
-        draws = torch.randint(0, 1 << _BITS, shape, dtype=torch.int32, generator=generator,
-                              device=device)
-    return draws <= threshold - 1  # fits int32 when threshold is 2**31 (gamma == 1)
+    return seeds_below(draw_bits(geometry, generator, device), gamma)
 
 
 def pack_bits(seeds: torch.Tensor) -> torch.Tensor:

@@ -13,10 +13,13 @@
 ``inplace=True`` is honoured in place only on the eager CPU path; the registered ops
 compute out of place and copy the result into ``x`` (same values, one temporary).
 
-Recompiles: a compiled graph is specialized to ``p`` (the seed rate is solved on the
-host), to the block, scale and flags, and to ``training``; each new ``p`` value compiles
-once (so a per-step ramp recompiles per step; hold ``p`` piecewise constant, or raise
-``torch._dynamo.config.cache_size_limit``). The same ``p`` again does not recompile.
+Recompiles: a compiled graph is specialized to the block, scale and flags and to
+``training``, not to ``p``. The layers hand ``p`` to the ops as a 0-dim CPU tensor that the
+op reads when it runs (a host read, never a device sync), so a scheduler's ramp changes the
+rate of a compiled graph without recompiling. A plain float passed to the functional op
+inside a compiled function is a constant of that graph unless the compiler makes it
+symbolic (a float argument of the compiled function), in which case it becomes such a
+tensor too.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from convdrop.ops import device as generic
 from convdrop.ops import native as _native
 from convdrop.ops import registry as _ops
 from convdrop.ops.autograd import DropBlockFunction
+from convdrop.ops.gamma import drop_seed_rate
 from convdrop.ops.sampling import Geometry, sample_seeds
 
 
@@ -76,29 +80,39 @@ def _seed(generator: torch.Generator | None, device: torch.device) -> torch.Tens
                          device=device)
 
 
-def _compiling() -> bool:
+def compiling() -> bool:
     """Under torch.compile or torch.export (``is_exporting`` is new in torch 2.6)."""
     exporting = getattr(torch.compiler, "is_exporting", lambda: False)
     return torch.compiler.is_compiling() or exporting()
 
 
-def drop_block(x: torch.Tensor, geometry: Geometry, gamma: float, scale: str, p: float,
-               generator: torch.Generator | None, inplace: bool) -> torch.Tensor:
-    """DropBlock of ``x`` (N, C, *spatial) with seed rate ``gamma``; arguments checked."""
+def drop_block(x: torch.Tensor, geometry: Geometry, p: float | torch.Tensor, calibrated: bool,
+               scale: str, generator: torch.Generator | None, inplace: bool) -> torch.Tensor:
+    """DropBlock of ``x`` (N, C, *spatial); arguments checked. ``p`` is a float, or a 0-dim
+    float64 CPU tensor that the registered ops read when they run (see :func:`_rate`)."""
     path = path_for(x.device, x.dim())
     block = list(geometry.block)
     shared = geometry.shared_channels
-    if path == "cpu" and not _compiling():
+    if path == "cpu" and not compiling() and not isinstance(p, torch.Tensor):
+        gamma = drop_seed_rate(geometry.spatial, geometry.block, p, calibrated)
         with torch.no_grad():
             seeds = sample_seeds(geometry.trials, gamma, generator=generator, device=x.device)
         return DropBlockFunction.apply(x, seeds, geometry, scale, p, inplace)
+    rate = _rate(p)
     if path == "generic":
-        seed_map = generic.draw_seed_map(geometry, gamma, generator, x.device)
-        out = _ops.drop_block_generic(x, seed_map, block, shared, scale, p)[0]
+        draws = generic.draw_bits(geometry, generator, x.device)
+        out = _ops.drop_block_generic(x, draws, rate, block, shared, scale, calibrated)[0]
     else:
         op = _ops.drop_block_cpu if path == "cpu" else _ops.drop_block_triton
-        out = op(x, _seed(generator, x.device), gamma, block, shared, scale, p)[0]
+        out = op(x, _seed(generator, x.device), rate, block, shared, scale, calibrated)[0]
     return x.copy_(out) if inplace else out
+
+
+def _rate(p: float | torch.Tensor) -> torch.Tensor:
+    """``p`` as the ops take it: a 0-dim float64 CPU tensor (read on the host, no sync)."""
+    if isinstance(p, torch.Tensor):
+        return p.to(torch.float64)
+    return torch.tensor(p, dtype=torch.float64)
 
 
 def block_mask(shape: tuple[int, ...], geometry: Geometry, gamma: float,

@@ -13,12 +13,11 @@ import math
 from collections.abc import Sequence
 
 import torch
-from torch.fx.experimental.symbolic_shapes import guard_scalar
 
 from convdrop.ops import dispatch as _dispatch
 from convdrop.ops import validate as v
 from convdrop.ops.autograd import Painter
-from convdrop.ops.gamma import seed_rate
+from convdrop.ops.gamma import drop_seed_rate
 from convdrop.ops.sampling import Geometry, sample_seeds
 
 __all__ = [
@@ -27,26 +26,31 @@ __all__ = [
 ]
 
 
-@torch.compiler.assume_constant_result  # host math on constants: a compiler bakes it in
-def _seed_rate(spatial: tuple[int, ...], block: tuple[int, ...], p: float,
-               calibrated: bool) -> float:
-    return seed_rate(spatial, block, p, calibrated)
-
-
 def _gamma(geometry: Geometry, p: float, calibrated: bool) -> float:
     """The seed rate; 0 for p == 1 (everything is dropped anyway, nothing need be drawn)."""
-    return 0.0 if p >= 1.0 else _seed_rate(geometry.spatial, geometry.block, p, calibrated)
+    return drop_seed_rate(geometry.spatial, geometry.block, p, calibrated)
 
 
-def _concrete(p: float) -> float:
-    """A compiler's symbolic ``p`` made a constant: the seed rate is solved on the host,
-    so a compiled graph holds one ``p`` (a new value compiles once)."""
-    return guard_scalar(p) if isinstance(p, (float, torch.SymFloat)) else p
+def _split_p(p: float | torch.Tensor) -> tuple[float | None, torch.Tensor | None]:
+    """``p`` as (a checked float, None) when running eagerly, or as (None, a 0-dim float64
+    CPU tensor) under a compiler: the ops read that tensor when they run, so a compiled
+    graph takes a new ``p`` (a layer's, or a float argument of the compiled function)
+    without recompiling. The tensor is a copy, so a ``p`` changed before backward cannot
+    change the mask."""
+    if isinstance(p, torch.Tensor):
+        v.check_rate_tensor(p)
+        if not _dispatch.compiling():
+            return v.check_p(float(p)), None
+        return None, p.detach().to(torch.float64, copy=True)
+    if _dispatch.compiling():
+        # (a sum, not torch.tensor(p): a compiler keeps a float argument symbolic in it)
+        return None, torch.zeros((), dtype=torch.float64) + p
+    return v.check_p(p), None
 
 
 def drop_block(
     x: torch.Tensor,
-    p: float,
+    p: float | torch.Tensor,
     block_size: int | Sequence[int],
     *,
     training: bool = True,
@@ -60,7 +64,9 @@ def drop_block(
 
     Args:
         x (Tensor[N, C, L] | Tensor[N, C, H, W] | Tensor[N, C, D, H, W]): floating-point input.
-        p: probability that a unit is dropped, in [0, 1].
+        p: probability that a unit is dropped, in [0, 1]; a float, or a 0-dim CPU tensor
+            (under ``torch.compile`` a graph then takes a new value without recompiling;
+            the layers do this for you).
         block_size: block side, an int or one int per spatial dim, any size >= 1; clipped to
             the map. Block 1 is dropout; a block equal to the map drops whole channels.
         training: when False the input comes back unchanged (as it does for p == 0).
@@ -84,17 +90,17 @@ def drop_block(
     """
     v.check_float_tensor(x)
     v.check_rank(tuple(x.shape), (3, 4, 5))
-    p = v.check_p(_concrete(p))
+    value, rate = _split_p(p)
     block = v.check_block_size(block_size, x.dim() - 2)
-    if v.check_scale(scale) == "expected":
-        v.check_expected_scale(p, x.dtype)
+    if v.check_scale(scale) == "expected" and value is not None:
+        v.check_expected_scale(value, x.dtype)
     v.check_generator(generator, x.device)
-    v.check_inplace(x, inplace and training and p > 0.0)
-    if not training or p == 0.0 or x.numel() == 0:
+    v.check_inplace(x, inplace and training and (value is None or value > 0.0))
+    if not training or value == 0.0 or x.numel() == 0:
         return x
     geometry = Geometry.of(tuple(x.shape), block, shared_channels)
-    gamma = _gamma(geometry, p, calibrated)
-    return _dispatch.drop_block(x, geometry, gamma, scale, p, generator, inplace)
+    return _dispatch.drop_block(x, geometry, value if rate is None else rate, calibrated,
+                                scale, generator, inplace)
 
 
 def block_mask(
@@ -147,49 +153,59 @@ def _uniform(shape: Sequence[int], generator: torch.Generator | None,
     return torch.rand(shape, generator=generator, device=device)
 
 
-def _keep_scaled(x: torch.Tensor, keep: torch.Tensor, p: float) -> torch.Tensor:
-    """x * keep / (1 - p); zeros (never NaN) where dropped, also when p == 1."""
-    kept = x if p >= 1.0 else x * (1.0 / (1.0 - p))
+def _keep_scaled(x: torch.Tensor, keep: torch.Tensor, p: float | torch.Tensor) -> torch.Tensor:
+    """x * keep / (1 - p); zeros (never NaN) where dropped, also when p == 1. ``p`` may be
+    a 0-dim CPU tensor (a compiled graph's rate)."""
+    if isinstance(p, torch.Tensor):
+        kept = x * torch.where(p < 1.0, 1.0 / (1.0 - p), 0.0)
+    else:
+        kept = x if p >= 1.0 else x * (1.0 / (1.0 - p))
     return torch.where(keep, kept, kept.new_zeros(()))
 
 
+def _drop_units(x: torch.Tensor, p: float | torch.Tensor, noise_shape: Sequence[int],
+                training: bool, generator: torch.Generator | None) -> torch.Tensor:
+    """Keep each unit of ``noise_shape`` (broadcast over ``x``) with probability 1 - p."""
+    value, rate = _split_p(p)
+    v.check_generator(generator, x.device)
+    if not training or value == 0.0:
+        return x
+    rate_or_value = value if rate is None else rate
+    keep = _uniform(noise_shape, generator, x.device) >= rate_or_value
+    return _keep_scaled(x, keep, rate_or_value)
+
+
 def spatial_dropout(
-    x: torch.Tensor, p: float, *, training: bool = True, generator: torch.Generator | None = None
+    x: torch.Tensor, p: float | torch.Tensor, *, training: bool = True,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Drop whole channels with probability ``p``, scaling kept ones by 1 / (1 - p).
 
     Args:
         x (Tensor[N, C, *spatial]): with 1 to 3 spatial dims.
+        p: a float, or a 0-dim CPU tensor (see :func:`drop_block`).
 
     Returns:
         Tensor of the same shape; a dropped channel is all zeros.
     """
     v.check_float_tensor(x)
     v.check_rank(tuple(x.shape), (3, 4, 5))
-    p = v.check_p(p)
-    v.check_generator(generator, x.device)
-    if not training or p == 0.0:
-        return x
     noise_shape = (*x.shape[:2], *([1] * (x.dim() - 2)))
-    keep = _uniform(noise_shape, generator, x.device) >= p
-    return _keep_scaled(x, keep, p)
+    return _drop_units(x, p, noise_shape, training, generator)
 
 
 def dropout(
-    x: torch.Tensor, p: float, *, training: bool = True, generator: torch.Generator | None = None
+    x: torch.Tensor, p: float | torch.Tensor, *, training: bool = True,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Classic element-wise dropout with inverted scaling, one random draw per unit.
 
     Args:
         x (Tensor[...]): any floating-point tensor.
+        p: a float, or a 0-dim CPU tensor (see :func:`drop_block`).
     """
     v.check_float_tensor(x)
-    p = v.check_p(p)
-    v.check_generator(generator, x.device)
-    if not training or p == 0.0:
-        return x
-    keep = _uniform(x.shape, generator, x.device) >= p
-    return _keep_scaled(x, keep, p)
+    return _drop_units(x, p, x.shape, training, generator)
 
 
 def drop_path(

@@ -88,3 +88,11 @@ def seed_rate(
     if calibrated:
         return calibrated_gamma(spatial, block, p)
     return paper_gamma(spatial, block, p)
+
+
+def drop_seed_rate(
+    spatial: tuple[int, ...], block: tuple[int, ...], p: float, calibrated: bool
+) -> float:
+    """The seed rate ``drop_block`` draws with: :func:`seed_rate`, but 0 at ``p >= 1``
+    (everything is dropped then, so no seed need be drawn)."""
+    return 0.0 if p >= 1.0 else seed_rate(spatial, block, p, calibrated)

@@ -23,6 +23,16 @@ def check_p(p: float, name: str = "p") -> float:
     return float(p)
 
 
+def check_rate_tensor(p: torch.Tensor, name: str = "p") -> torch.Tensor:
+    """A ``p`` given as a tensor: 0-dim, floating point, on the CPU (it is read on the
+    host, so reading it never waits for an accelerator). Only metadata is checked here,
+    so this works on the fake tensors of a compiler; the value is checked where read."""
+    if p.dim() != 0 or not p.is_floating_point() or p.device.type != "cpu":
+        raise ValueError(f"{name} as a tensor must be a 0-dim floating-point CPU tensor, got "
+                         f"{p.dtype} of shape {tuple(p.shape)} on {p.device}")
+    return p
+
+
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 

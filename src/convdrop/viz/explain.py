@@ -27,6 +27,7 @@ from convdrop._tables import markdown_table
 from convdrop.viz.explain_net import (
     ACTIVATIONS,
     EXAMPLE_NET,
+    NetError,
     ToyLayer,
     ToyNet,
     load_net,
@@ -90,7 +91,23 @@ class Walkthrough:
 def walkthrough(net: dict[str, Any] | ToyNet) -> Walkthrough:
     """Compute both passes of a toy net (a dict as in the JSON format, or a ``ToyNet``)."""
     toy = net if isinstance(net, ToyNet) else parse_net(net)
-    return Walkthrough(toy, _forward(toy, training=True), _forward(toy, training=False))
+    passes = {name: _forward(toy, training=name == "training") for name in ("training",
+                                                                          "inference")}
+    for name, forward in passes.items():
+        _check_finite(forward, name)
+    return Walkthrough(toy, passes["training"], passes["inference"])
+
+
+def _check_finite(forward: ForwardPass, name: str) -> None:
+    """A ``NetError`` naming the first layer whose values overflow float64 (inf or NaN)."""
+    for step in forward.steps:
+        for label, values in (("inputs after dropout", step.masked), ("z", step.z),
+                              ("output", step.a)):
+            if not bool(torch.isfinite(values).all()):
+                raise NetError(
+                    f"the {name} pass overflows float64 at layers[{step.index}]: its {label} "
+                    f"{_vec(values)} are not finite; the inputs or weights are too large "
+                    "(keep them well below 1e308)")
 
 
 def _forward(net: ToyNet, *, training: bool) -> ForwardPass:

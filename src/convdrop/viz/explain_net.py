@@ -191,6 +191,8 @@ def load_net(path: str | Path) -> dict[str, Any]:
         raise NetError(
             f"{path} is not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})"
         ) from None
+    except RecursionError:
+        raise NetError(f"{path} is nested too deeply to be a net") from None
 
 
 # ---------------------------------------------------------------- computation

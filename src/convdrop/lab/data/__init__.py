@@ -14,44 +14,60 @@ A dataset is named by a spec string, ``KIND`` or ``KIND:PATH``:
   unpickler that refuses every global except numpy's ``_reconstruct``,
   ``ndarray`` and ``dtype`` (see ``convdrop.lab.data.cifar``).
 - ``folder:PATH``: an ImageFolder tree (``train/``, ``val/``, optional ``test/``),
-  converted to RGB and resized to ``image_size``. Without ``test/`` the
-  validation images double as the test set, with a warning.
+  RGB at ``image_size`` (default 224). Without ``test/`` the validation images
+  double as the test set, with a warning.
 - ``synthetic``: seeded 3-class images (horizontal stripes, vertical stripes,
   blobs), 600/150/150, that a small CNN learns in an epoch; for tests.
 
-Everything is decoded into memory as tensors (full CIFAR is about 740 MB of
-float32). Images are float32 in [0, 1], not normalized; ``Datasets.mean`` and
-``Datasets.std`` hold per-channel statistics of the train split and
-:func:`normalize` applies them. Splits are fixed (seed ``SPLIT_SEED``) so every
-run seed is scored on the same test images; ``seed`` only picks the
-``train_size`` subset. Bad paths, layouts or files raise :class:`DataError`
-with the path and the expected layout.
+Digits, synthetic and CIFAR are decoded into memory as tensors (full CIFAR is about
+740 MB of float32), which is fast; their images are float32 in [0, 1], not normalized:
+``Datasets.mean`` and ``Datasets.std`` hold per-channel statistics of the train split
+and :func:`normalize` applies them, and augmentation runs batched in the training loop.
+A folder is *streamed* (``mode="auto"`` or ``"stream"``): only its file index is held
+(:mod:`convdrop.lab.data.index`), each image is decoded and transformed when a
+DataLoader worker asks for it (:mod:`convdrop.lab.data.stream`), with the train recipe
+``augment`` and the evaluation transform of :mod:`convdrop.lab.data.transforms`, already
+normalized (statistics of the train split, measured once and cached, or ImageNet's).
+``mode="memory"`` decodes a folder into memory instead, after checking that it fits.
+
+Splits are fixed (seed ``SPLIT_SEED``) so every run seed is scored on the same test
+images; ``seed`` only picks the ``train_size`` subset. Bad paths, layouts or files raise
+:class:`DataError` with the path and the expected layout.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from convdrop.errors import DataError
 from convdrop.lab.data.builtin import SYNTHETIC_CLASSES, make_synthetic, read_digits
 from convdrop.lab.data.cifar import read_cifar
 from convdrop.lab.data.folder import read_image_folder
-from convdrop.lab.data.split import split_off, subset
+from convdrop.lab.data.index import SplitIndex, index_folder
+from convdrop.lab.data.split import split_off, subset, subset_indices
+from convdrop.lab.data.stream import StreamingImages, channel_stats
+from convdrop.lab.data.transforms import RECIPES, eval_transform, train_transform
 from convdrop.ops import validate as v
 
 KINDS = ("digits", "cifar10", "cifar100", "folder", "synthetic")
 PATH_KINDS = ("cifar10", "cifar100", "folder")
+MODES = ("auto", "memory", "stream")
+NORMALIZATIONS = ("train", "imagenet", "none")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SPLIT_SEED = 0  # fixed train/val/test split, independent of the run seed
 DIGITS_FRACTIONS = (0.6, 0.2, 0.2)  # train, val, test
 CIFAR_VAL_SIZE = 5000
 DEFAULT_IMAGE_SIZE = 32
+DEFAULT_FOLDER_SIZE = 224
+MEMORY_HEADROOM = 0.5  # an in-memory folder may take at most this share of free RAM
 
 # DataError lives in convdrop.errors (the readers raise it too); it stays importable from here.
 __all__ = ["DataError", "Datasets", "load_dataset", "normalize", "parse_spec"]
@@ -59,15 +75,17 @@ __all__ = ["DataError", "Datasets", "load_dataset", "normalize", "parse_spec"]
 
 @dataclass(frozen=True)
 class Datasets:
-    """The three splits of one dataset, each ``TensorDataset(images, labels)``.
+    """The three splits of one dataset: ``TensorDataset(images, labels)`` in memory, or
+    :class:`StreamingImages` when ``streaming``; each item is (image, label).
 
-    Images are Tensor[N, C, H, W] float32 in [0, 1] (standardized after
-    :func:`normalize`); labels are Tensor[N] int64.
+    In memory, images are Tensor[N, C, H, W] float32 in [0, 1] (standardized after
+    :func:`normalize`); labels are Tensor[N] int64. Streamed images come out of their
+    transform as float32 Tensor[C, S, S], already normalized and (train) augmented.
     """
 
-    train: TensorDataset  # possibly a stratified train_size subset
-    val: TensorDataset  # for model selection and early stopping
-    test: TensorDataset  # report only; the same object as val when test_is_val
+    train: Dataset  # possibly a stratified train_size subset
+    val: Dataset  # for model selection and early stopping
+    test: Dataset  # report only; the same object as val when test_is_val
     num_classes: int
     in_channels: int  # C
     image_size: int  # H == W
@@ -76,6 +94,13 @@ class Datasets:
     mean: tuple[float, ...] = ()  # per-channel mean of the train split (after train_size)
     std: tuple[float, ...] = ()  # per-channel std of the train split
     test_is_val: bool = False  # True when a folder has no test/ and val stands in
+    streaming: bool = False  # decoded per sample from files (a folder), not held in memory
+    train_eval: Dataset | None = None  # train images without augmentation (streamed only)
+
+    @property
+    def train_scored(self) -> Dataset:
+        """The training images as evaluation sees them (no augmentation)."""
+        return self.train if self.train_eval is None else self.train_eval
 
 
 def parse_spec(spec: str) -> tuple[str, Path | None]:
@@ -108,33 +133,122 @@ def load_dataset(
     train_size: int | None = None,
     seed: int = 0,
     image_size: int | None = None,
+    mode: str = "auto",
+    augment: str = "crop+flip",
+    normalization: str = "train",
+    cache_dir: Path | None = None,
 ) -> Datasets:
-    """Load a dataset by spec (see the module docstring) into in-memory tensors.
+    """Load a dataset by spec (see the module docstring), in memory or streamed.
 
     Args:
         spec: ``digits``, ``synthetic``, ``cifar10:PATH``, ``cifar100:PATH`` or ``folder:PATH``.
         train_size: if given, a stratified subset of this many training images,
             between ``num_classes`` and the full train split.
         seed: picks the ``train_size`` subset; the splits themselves are fixed.
-        image_size: side S of the square images; default 32. Digits and CIFAR are
-            resized bilinearly, folders resized by Pillow, synthetic drawn at S.
+        image_size: side S of the square images; default 32 (224 for folders). Digits and
+            CIFAR are resized bilinearly, folders resized (streamed: shorter side and
+            centre crop, see :mod:`convdrop.lab.data.transforms`), synthetic drawn at S.
+        mode: "auto" (folders streamed, the rest in memory), "memory" or "stream"
+            (folders only).
+        augment, normalization: for streamed folders, the train recipe (one of
+            :data:`RECIPES`) and the statistics to normalize with ("train": measured
+            on the train split, "imagenet", or "none"). In memory these are applied later
+            (:func:`normalize`, the training loop's augmentation).
+        cache_dir: where a streamed folder's index and statistics are cached (the runner
+            passes a folder inside ``--out``); None keeps nothing.
 
     Returns:
-        ``Datasets`` whose splits hold images (Tensor[N, C, S, S]) float32 in [0, 1]
-        and labels (Tensor[N]) int64.
+        ``Datasets``; in memory its splits hold images (Tensor[N, C, S, S]) float32 in
+        [0, 1] and labels (Tensor[N]) int64.
     """
     kind, path = parse_spec(spec)
-    size = _check_image_size(image_size)
+    size = _check_image_size(image_size, kind)
     _check_train_size(train_size)
     v.check_nonnegative_int(seed, "seed")
+    streamed = _streamed(kind, mode)
+    if augment not in RECIPES:
+        raise DataError(f"augment must be one of {', '.join(RECIPES)}, got {augment!r}")
+    if normalization not in NORMALIZATIONS:
+        raise DataError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, "
+                        f"got {normalization!r}")
+    if streamed and path is not None:
+        return _read_streamed(path, size, train_size, seed, augment, normalization, cache_dir)
+    if kind == "folder" and path is not None:
+        _check_fits_in_memory(path, size, cache_dir)
 
     data = _read(kind, path, size)
     if train_size is not None:
         images, labels = data.train.tensors
         picked = subset(images, labels, train_size, data.num_classes, seed, data.name)
         data = dataclasses.replace(data, train=TensorDataset(*picked))
+    if normalization == "imagenet":
+        return dataclasses.replace(data, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    if normalization == "none":
+        channels = data.in_channels
+        return dataclasses.replace(data, mean=(0.0,) * channels, std=(1.0,) * channels)
     mean, std = _channel_stats(data.train.tensors[0])
     return dataclasses.replace(data, mean=mean, std=std)
+
+
+def _streamed(kind: str, mode: str) -> bool:
+    if mode not in MODES:
+        raise DataError(f"data_mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "stream" and kind != "folder":
+        raise DataError(f"data_mode 'stream' reads image files, and {kind} has none; use "
+                        "'auto' or 'memory' (it is held in memory)")
+    return kind == "folder" and mode != "memory"
+
+
+def _read_streamed(path: Path, size: int, train_size: int | None, seed: int, augment: str,
+                   normalization: str, cache_dir: Path | None) -> Datasets:
+    """A folder as :class:`StreamingImages` splits over its (cached) file index."""
+    index = index_folder(path, cache_dir)
+    train = index.splits["train"]
+    name = f"folder:{path.name}"
+    if train_size is not None:
+        picked = subset_indices(train.labels, train_size, len(index.classes), seed, name)
+        if picked is not None:
+            train = SplitIndex(train.folder, train.files[picked], train.labels[picked])
+    if normalization == "train":
+        plain = eval_transform(augment, size, (0.0,) * 3, (1.0,) * 3)
+        mean, std = channel_stats(train, plain, size, cache_dir=cache_dir)
+    elif normalization == "imagenet":
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    else:
+        mean, std = (0.0,) * 3, (1.0,) * 3
+    scored = eval_transform(augment, size, mean, std)
+    val = StreamingImages(index.splits["val"], scored)
+    return Datasets(
+        train=StreamingImages(train, train_transform(augment, size, mean, std)),
+        val=val,
+        test=val if index.test_is_val else StreamingImages(index.splits["test"], scored),
+        num_classes=len(index.classes), in_channels=3, image_size=size, name=name,
+        classes=index.classes, mean=tuple(mean), std=tuple(std),
+        test_is_val=index.test_is_val, streaming=True,
+        train_eval=StreamingImages(train, scored),
+    )
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory free now (Linux and macOS), or None where unknown."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_fits_in_memory(path: Path, size: int, cache_dir: Path | None) -> None:
+    """Refuse an in-memory folder whose float32 images would not fit, before decoding."""
+    index = index_folder(path, cache_dir)
+    count = sum(len(index.splits[s]) for s in ("train", "val")) + (
+        0 if index.test_is_val else len(index.splits["test"]))
+    needed = count * 3 * size * size * 4
+    free = _available_memory()
+    if free is not None and needed > MEMORY_HEADROOM * free:
+        raise DataError(
+            f"folder:{path} in memory needs about {needed / 2**30:.1f} GiB ({count} images at "
+            f"{size}x{size}, float32), more than half the {free / 2**30:.1f} GiB free; stream "
+            "it (data_mode = 'auto' or 'stream') or choose a smaller image_size")
 
 
 def _read(kind: str, path: Path | None, size: int) -> Datasets:
@@ -173,8 +287,11 @@ def _assemble(splits: dict[str, tuple[torch.Tensor, torch.Tensor]], classes: tup
 def normalize(data: Datasets) -> Datasets:
     """Standardize every split with the train split's per-channel mean and std.
 
-    A channel with zero std is only centred. Returns a new ``Datasets``.
+    A channel with zero std is only centred. Returns a new ``Datasets``; a streamed one
+    unchanged (its transforms normalize).
     """
+    if data.streaming:
+        return data
     mean = torch.tensor(data.mean).view(1, -1, 1, 1)
     std = torch.tensor(data.std).view(1, -1, 1, 1)
     std = torch.where(std > 0, std, torch.ones_like(std))
@@ -236,10 +353,11 @@ def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float
     return tuple(mean.tolist()), tuple(std.tolist())
 
 
-def _check_image_size(image_size: int | None) -> int:
+def _check_image_size(image_size: int | None, kind: str) -> int:
     if image_size is None:
-        return DEFAULT_IMAGE_SIZE
-    return v.check_int(image_size, "image_size", 4, expected="an int >= 4 (or None for 32)")
+        return DEFAULT_FOLDER_SIZE if kind == "folder" else DEFAULT_IMAGE_SIZE
+    return v.check_int(image_size, "image_size", 4,
+                       expected="an int >= 4 (or None: 32, or 224 for folders)")
 
 
 def _check_train_size(train_size: int | None) -> None:

@@ -127,16 +127,36 @@ def read_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.ndarr
         got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise DataError(f"{path}: b'data' must be a uint8 array of shape (N, {PIXELS}), "
                         f"got {got}")
-    try:
-        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    except (TypeError, ValueError):
-        raise DataError(f"{path}: {label_key!r} must be a list of ints") from None
+    labels = check_labels(path, labels, label_key, num_classes)
     if len(labels) != len(data):
         raise DataError(f"{path}: {len(data)} images but {len(labels)} labels")
-    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-        raise DataError(f"{path}: labels must lie in [0, {num_classes}), got "
-                        f"[{labels.min()}, {labels.max()}]")
     return data.reshape(-1, 3, 32, 32), labels  # channel-major rows -> (N, C, H, W)
+
+
+def check_labels(path: Path, labels: Any, label_key: bytes, num_classes: int) -> np.ndarray:
+    """Labels as int64 (N,): a list of ints or a 1-D integer array, each in [0, num_classes).
+
+    Nothing is coerced: a float (even 1.0), bool, string or nested list is refused, as is
+    an int out of range (before numpy sees it, so 2**70 is a message, not an overflow).
+    """
+    if isinstance(labels, np.ndarray):
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise DataError(f"{path}: {label_key!r} must be a list of ints, got a "
+                            f"{labels.dtype} array of shape {labels.shape}")
+        values = labels.tolist()
+    elif isinstance(labels, list):
+        values = labels
+    else:
+        raise DataError(f"{path}: {label_key!r} must be a list of ints, got "
+                        f"{type(labels).__name__}")
+    for index, label in enumerate(values):
+        if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
+            raise DataError(f"{path}: {label_key!r} must be a list of ints, but label {index} "
+                            f"is {label!r} ({type(label).__name__})")
+        if not 0 <= label < num_classes:
+            raise DataError(f"{path}: labels must lie in [0, {num_classes}), but label "
+                            f"{index} is {label}")
+    return np.asarray([int(label) for label in values], dtype=np.int64).reshape(-1)
 
 
 def read_class_names(path: Path, names_key: bytes, num_classes: int) -> tuple[str, ...]:

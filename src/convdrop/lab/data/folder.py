@@ -56,36 +56,28 @@ def _read_image(path: Path, image_size: int) -> np.ndarray:
         raise DataError(str(err)) from None
 
 
-def _read_split(split_dir: Path, classes: tuple[str, ...], image_size: int,
-                root: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(images float32 (N, 3, S, S) in [0, 1], labels int64 (N,))`` for one split folder."""
+def list_split(split_dir: Path, classes: tuple[str, ...],
+               root: Path) -> tuple[list[Path], list[int]]:
+    """The image files of one split folder, sorted by class then name, and their labels."""
     dirs = _class_dirs(split_dir)
     if not dirs:
         raise _layout_error(root, f"{split_dir} holds no class folders")
     unknown = [d.name for d in dirs if d.name not in classes]
     if unknown:
         raise _layout_error(root, f"{split_dir} has classes not in train/: {', '.join(unknown)}")
-    images: list[np.ndarray] = []
+    files: list[Path] = []
     labels: list[int] = []
     for class_dir in dirs:
-        files = _image_files(class_dir)
-        if not files:
+        found = _image_files(class_dir)
+        if not found:
             raise _layout_error(root, f"class folder {class_dir} holds no .png/.jpg/.jpeg files")
-        images.extend(_read_image(f, image_size) for f in files)
-        labels.extend([classes.index(class_dir.name)] * len(files))
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255)  # (N, 3, S, S)
-    return x.contiguous(), torch.tensor(labels, dtype=torch.int64)
+        files.extend(found)
+        labels.extend([classes.index(class_dir.name)] * len(found))
+    return files, labels
 
 
-def read_image_folder(root: Path, image_size: int) -> tuple[
-        dict[str, tuple[torch.Tensor, torch.Tensor]], tuple[str, ...], bool]:
-    """``(splits, classes, test_is_val)`` for an ImageFolder tree at ``root``.
-
-    ``splits`` maps ``"train"``, ``"val"`` and ``"test"`` to ``(images, labels)``.
-    Without ``root/test`` the validation images double as the test set: a
-    ``UserWarning`` says so and ``test_is_val`` is True, since a test score chosen
-    on the same images it is reported on is optimistic.
-    """
+def check_layout(root: Path) -> tuple[tuple[str, ...], bool]:
+    """``(classes, test_is_val)`` of the ImageFolder tree at ``root``, or ``DataError``."""
     if not root.is_dir():
         problem = "not a directory" if root.exists() else "no such directory"
         raise _layout_error(root, problem)
@@ -96,15 +88,34 @@ def read_image_folder(root: Path, image_size: int) -> tuple[
     classes = tuple(d.name for d in _class_dirs(root / "train"))
     if not classes:
         raise _layout_error(root, f"{root / 'train'} holds no class folders")
+    return classes, not (root / "test").is_dir()
+
+
+def warn_val_is_test(root: Path, stacklevel: int) -> None:
+    """Without ``root/test`` the validation images double as the test set; say so, since a
+    test score chosen on the same images it is reported on is optimistic."""
+    warnings.warn(f"folder:{root} has no test/ folder; the val/ images are used as the test "
+                  "set", UserWarning, stacklevel=stacklevel + 1)
+
+
+def _read_split(split_dir: Path, classes: tuple[str, ...], image_size: int,
+                root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images float32 (N, 3, S, S) in [0, 1], labels int64 (N,))`` for one split folder."""
+    files, labels = list_split(split_dir, classes, root)
+    images = [_read_image(f, image_size) for f in files]
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255)  # (N, 3, S, S)
+    return x.contiguous(), torch.tensor(labels, dtype=torch.int64)
+
+
+def read_image_folder(root: Path, image_size: int) -> tuple[
+        dict[str, tuple[torch.Tensor, torch.Tensor]], tuple[str, ...], bool]:
+    """``(splits, classes, test_is_val)`` for an ImageFolder tree at ``root``, decoded into
+    memory; ``splits`` maps ``"train"``, ``"val"`` and ``"test"`` to ``(images, labels)``
+    (the val pair again, with a warning, when there is no ``test/``)."""
+    classes, test_is_val = check_layout(root)
     splits = {s: _read_split(root / s, classes, image_size, root) for s in ("train", "val")}
-    test_is_val = not (root / "test").is_dir()
+    splits["test"] = (splits["val"] if test_is_val
+                      else _read_split(root / "test", classes, image_size, root))
     if test_is_val:
-        warnings.warn(
-            f"folder:{root} has no test/ folder; the val/ images are used as the test set",
-            UserWarning,
-            stacklevel=4,  # read_image_folder <- _read <- load_dataset <- caller
-        )
-        splits["test"] = splits["val"]
-    else:
-        splits["test"] = _read_split(root / "test", classes, image_size, root)
+        warn_val_is_test(root, stacklevel=4)  # read_image_folder <- _read <- load_dataset
     return splits, classes, test_is_val

@@ -35,9 +35,10 @@ def split_off(labels: torch.Tensor, n: int, rng: np.random.Generator) -> tuple[
     return torch.from_numpy(taken), torch.from_numpy(rest)
 
 
-def subset(images: torch.Tensor, labels: torch.Tensor, train_size: int, num_classes: int,
-            seed: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """A stratified ``train_size`` subset of the train split, chosen by ``seed``."""
+def subset_indices(labels: np.ndarray, train_size: int, num_classes: int, seed: int,
+                   name: str) -> np.ndarray | None:
+    """Sorted indices of a stratified ``train_size`` subset chosen by ``seed``; None when
+    ``train_size`` is the whole split."""
     if train_size > len(labels):
         raise ArgumentError(
             f"train_size={train_size} exceeds the {len(labels)} training images of {name}"
@@ -48,9 +49,15 @@ def subset(images: torch.Tensor, labels: torch.Tensor, train_size: int, num_clas
             "a stratified subset needs at least one image per class"
         )
     if train_size == len(labels):
+        return None
+    return stratified_indices(labels, train_size, np.random.default_rng(seed))
+
+
+def subset(images: torch.Tensor, labels: torch.Tensor, train_size: int, num_classes: int,
+           seed: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A stratified ``train_size`` subset of the train split, chosen by ``seed``."""
+    picked = subset_indices(labels.numpy(), train_size, num_classes, seed, name)
+    if picked is None:
         return images, labels
-    idx = torch.from_numpy(stratified_indices(labels.numpy(), train_size,
-                                              np.random.default_rng(seed)))
+    idx = torch.from_numpy(picked)
     return images[idx], labels[idx]
-
-
