@@ -1,10 +1,22 @@
-"""One Markdown pipe-table writer for every report, walkthrough and benchmark."""
+"""Table writers for every report, walkthrough and benchmark: Markdown, and plain text that
+fits a terminal.
+
+:func:`text_table` fits a width by wrapping cells at spaces, never by cutting a word: the
+first column (the names) is never wrapped at all, the other columns shrink, widest slack
+first, down to their longest word. A table that cannot fit even so runs wider rather
+than lose a character. A no-break space (``\u00a0``) joins words that must stay on one
+line (``90.6 ± 1.4``); it prints as a space.
+"""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
-__all__ = ["ALIGN_RULES", "markdown_table"]
+__all__ = ["ALIGN_RULES", "NBSP", "markdown_table", "text_table"]
+
+NBSP = "\u00a0"
+GAP = "  "  # between columns
 
 ALIGN_RULES = {None: "---", "left": ":---", "right": "---:", "center": ":---:"}
 
@@ -39,3 +51,63 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]],
         raise ValueError(f"every row must have {len(header)} cells, got {list(short[0])!r}")
     rule = "|" + "|".join(ALIGN_RULES[a] for a in align) + "|"
     return "\n".join([_line(header), rule, *(_line(row) for row in rows)])
+
+
+
+def _min_width(cells: Sequence[str], wrap: bool) -> int:
+    return max((len(word) for cell in cells for word in (cell.split(" ") if wrap else [cell])),
+               default=0)
+
+
+def _fit(header: Sequence[str], rows: Sequence[Sequence[str]], width: int) -> list[int]:
+    """Column widths: natural, then the widest slack shrunk one at a time until it fits."""
+    columns = [[header[i], *(row[i] for row in rows)] for i in range(len(header))]
+    widths = [max(map(len, cells)) for cells in columns]
+    floors = [max(_min_width(cells[1:], i > 0), _min_width(cells[:1], True))
+              for i, cells in enumerate(columns)]
+    while sum(widths) + len(GAP) * (len(widths) - 1) > width:
+        slack = [w - f for w, f in zip(widths, floors)]
+        widest = max(range(len(widths)), key=lambda i: slack[i])
+        if slack[widest] <= 0:
+            break  # it cannot fit without cutting a word: run wider
+        widths[widest] -= 1
+    return widths
+
+
+def _wrapped(cell: str, width: int) -> list[str]:
+    lines = textwrap.wrap(cell, width, break_long_words=False, break_on_hyphens=False)
+    return [line.replace(NBSP, " ") for line in lines] or [""]
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, width: int = 120,
+               right: Sequence[bool] | None = None) -> str:
+    """Aligned plain-text columns under a dashed rule, at most ``width`` characters wide
+    where the words allow it; no trailing newline.
+
+    Args:
+        header: the column titles (wrapped like any cell).
+        rows: one sequence of strings per row, each as long as ``header``.
+        width: the columns available, e.g. the terminal's.
+        right: per column, True to align right; the first column left, the others right
+            by default.
+    """
+    right = [i > 0 for i in range(len(header))] if right is None else list(right)
+    if any(len(row) != len(header) for row in rows) or len(right) != len(header):
+        raise ValueError(f"every row and right must have {len(header)} entries")
+    widths = _fit(header, rows, width)
+    if sum(widths) + len(GAP) * (len(widths) - 1) > width:  # too narrow: break joined words too
+        rows = [[row[0], *(cell.replace(NBSP, " ") for cell in row[1:])] for row in rows]
+        widths = _fit(header, rows, width)
+
+    def block(cells: Sequence[str]) -> list[str]:
+        wrapped = [_wrapped(cell, w) for cell, w in zip(cells, widths)]
+        height = max(map(len, wrapped))
+        return [GAP.join((c[k] if k < len(c) else "").rjust(w) if r else
+                         (c[k] if k < len(c) else "").ljust(w)
+                         for c, w, r in zip(wrapped, widths, right)).rstrip()
+                for k in range(height)]
+
+    lines = block(header) + [GAP.join("-" * w for w in widths)]
+    for row in rows:
+        lines += block(row)
+    return "\n".join(lines)

@@ -8,14 +8,18 @@ subclass also derives from the built-in error that library callers caught before
 importable as ``convdrop.lab.data.DataError``); a module with an error only it raises
 subclasses :class:`UserError` where it defines it, e.g.
 :class:`convdrop.lab.engine.NonFiniteLossError`.
-This module imports nothing from convdrop, so every module can raise these.
+This module imports nothing from convdrop, so every module can raise these;
+:func:`did_you_mean` adds the near-miss suggestion to a message about a name.
 """
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 __all__ = [
     "ArgumentError", "DataError", "LaunchError", "MissingFileError", "OutputError",
-    "RunFolderError", "SpecError", "UserError",
+    "RunFolderError", "RunsFailedError", "SpecError", "UserError", "did_you_mean",
 ]
 
 
@@ -49,3 +53,20 @@ class LaunchError(UserError, ValueError):
 
 class OutputError(UserError, OSError):
     """A file or folder could not be written (a file in the way, read-only, disk full)."""
+
+
+class RunsFailedError(UserError):
+    """Runs of a comparison failed (e.g. a non-finite loss); the report lists each reason."""
+
+
+def did_you_mean(value: object, choices: Iterable[str]) -> str:
+    """``"; did you mean 'dropblock'?"`` for the closest of ``choices``, or ``""``.
+
+    Closeness is :func:`difflib.get_close_matches` (ratio >= 0.6), compared without case,
+    so a typo or a wrong separator finds its name and an unrelated word finds none.
+    """
+    if not isinstance(value, str):
+        return ""
+    by_folded = {choice.lower(): choice for choice in choices}
+    close = difflib.get_close_matches(value.lower(), list(by_folded), n=1, cutoff=0.6)
+    return f"; did you mean {by_folded[close[0]]!r}?" if close else ""

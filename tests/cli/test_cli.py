@@ -39,7 +39,7 @@ def test_a_user_error_is_one_line_without_traceback(tmp_path, capsys, monkeypatc
     assert main(argv) == 2
     err = _lines(capsys.readouterr().err)
     assert len(err) == 1 and "Traceback" not in err[0]
-    assert err[0].startswith("convdrop compare: error: experiment: unknown method 'magic'")
+    assert err[0].startswith("convdrop compare: error: experiment.methods: unknown method 'magic'")
 
 
 def test_debug_shows_the_traceback_behind_a_user_error(tmp_path, capsys, monkeypatch):

@@ -13,7 +13,11 @@ def test_cli_masks_writes_png(tmp_path, capsys):
     out = tmp_path / "masks.png"
     assert cli.main(["masks", "--out", str(out), "--dpi", "30", "--steps", "10"]) == 0
     assert_png(out)
-    assert str(out) in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert str(out) in text and "one draw each (seed 0), at p = 0.1" in text
+    lines = [line for line in text.splitlines() if "% of units dropped in this draw" in line]
+    assert [line.split(":")[0].strip() for line in lines] == [
+        "dropout", "spatial_dropout", "drop_block", "drop_block_shared", "cutout"]
 
 
 def test_cli_masks_with_image(tmp_path):

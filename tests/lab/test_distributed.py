@@ -6,10 +6,12 @@ import json
 import multiprocessing
 import os
 import socket
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as tdist
 from torch import nn
 from torch.utils.data import DistributedSampler, TensorDataset
 
@@ -227,3 +229,38 @@ def test_two_gloo_processes_train_like_one_process(tmp_path, monkeypatch):
     single = execute(spec, "batchnorm_dropblock", 0, tmp_path / "single", device="cpu")
     assert result["test_loss"] == pytest.approx(single["test_loss"], abs=0.15)
     assert result["train_loss"] == pytest.approx(single["train_loss"], abs=0.15)
+
+
+def _odd_strided_1x1_model() -> nn.Module:
+    """A 1x1 conv whose weight has strides a backward never produces on its size-1 dims:
+    the situation of channels_last 1x1 convs (and a grayscale stem) under cuDNN, on CPU."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 16, 1),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3))
+    weight = model[1].weight.detach()
+    model[1].weight = nn.Parameter(torch.empty_strided(weight.shape, (8, 1, 123, 77))
+                                   .copy_(weight))
+    return model
+
+
+def _grad_strides_under_ddp(model: nn.Module, fixed: bool) -> tuple[tuple, list[str]]:
+    tdist.init_process_group("gloo", store=tdist.HashStore(), rank=0, world_size=1)
+    try:
+        if fixed:
+            dd.keep_grad_strides(model)
+        ddp = nn.parallel.DistributedDataParallel(model)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ddp(torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))).sum() \
+                .backward()
+        return model[1].weight.grad.stride(), [str(w.message) for w in caught]
+    finally:
+        tdist.destroy_process_group()
+
+
+def test_gradients_keep_their_parameters_strides_so_ddp_does_not_warn():
+    model = _odd_strided_1x1_model()
+    strides, caught = _grad_strides_under_ddp(model, fixed=True)  # first: DDP warns once only
+    assert strides == model[1].weight.stride()
+    assert not [m for m in caught if "Grad strides do not match" in m]
+    unfixed = _odd_strided_1x1_model()  # the cause, without the hook
+    assert _grad_strides_under_ddp(unfixed, fixed=False)[0] != unfixed[1].weight.stride()

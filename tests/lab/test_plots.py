@@ -11,7 +11,9 @@ from PIL import Image
 
 from convdrop.lab.plots import (
     DPI,
+    _annotate,
     _colours,
+    _figure,
     _per_epoch,
     accuracy_bars,
     gap_bars,
@@ -52,7 +54,29 @@ def assert_png(path, size: tuple[int, int] | None = None) -> None:
 def test_learning_curves_png(tmp_path):
     out = learning_curves(metrics(), tmp_path / "curves.png")
     assert out == tmp_path / "curves.png"
-    assert_png(out, (15 * DPI, int(4.6 * DPI)))
+    assert_png(out, (int(2 * 3.3 * DPI), int((2.6 + 0.6) * DPI)))  # dropblock, drop rate
+
+
+def test_learning_curves_are_small_multiples_four_to_a_row(tmp_path):
+    data = {f"m{i}": [rows(0.01 * i)] for i in range(9)} | {"control": [rows(0.0)]}
+    out = learning_curves(data, tmp_path / "curves.png")  # 9 methods, then drop rate: 3 rows
+    assert_png(out, (int(4 * 3.3 * DPI), int((3 * 2.6 + 0.6) * DPI)))
+
+
+def test_learning_curves_of_runs_that_all_failed_still_draw(tmp_path):
+    out = learning_curves({"control": [[]], "dropout": [[], []]}, tmp_path / "curves.png")
+    assert_png(out)
+
+
+def test_a_star_sits_just_above_its_error_bar():
+    figure, (ax,) = _figure(4, 3)
+    ax.set_ylim(0, 100)
+    summary = summarize(results(3))[1]
+    summary = type(summary)(**{**summary.__dict__, "vs_control": type(summary.vs_control)(
+        0.02, 0.01, 0.03, 5.0, 4.0, 0.001)})
+    _annotate(ax, 0, summary, top=42.0, stars=True)
+    (star,) = [text for text in ax.texts if text.get_text() == "*"]
+    assert 42.0 <= star.get_position()[1] <= 43.0 and star.get_va() == "bottom"
 
 
 @pytest.mark.parametrize("seeds", [1, 2])
@@ -87,8 +111,8 @@ def test_figure_width_grows_with_methods(tmp_path):
 
 
 def test_empty_inputs_raise(tmp_path):
-    with pytest.raises(ValueError, match="metrics must hold per-epoch rows"):
-        learning_curves({"control": [[]]}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="metrics must name at least one method"):
+        learning_curves({}, tmp_path / "x.png")
     with pytest.raises(ValueError, match="summaries must hold at least one method"):
         accuracy_bars([], tmp_path / "x.png")
     assert list(tmp_path.iterdir()) == []

@@ -12,6 +12,7 @@ from rich.console import Console
 from scipy import stats
 
 from convdrop.lab.report import (
+    holm,
     render_rich,
     render_table,
     significance_sentence,
@@ -253,3 +254,59 @@ def test_failed_write_keeps_the_old_report(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         write_report(tmp_path, summaries, title="New", config={}, figures={})
     assert path.read_text().startswith("# Old") and list(tmp_path.iterdir()) == [path]
+
+
+# ---------------------------------------------------------------- Holm, settings, provenance
+
+
+def test_holm_by_hand_and_against_the_bonferroni_bound():
+    assert holm([0.01, 0.04, math.nan, 0.03, 0.005]) == pytest.approx(
+        [0.03, 0.06, math.nan, 0.06, 0.02], nan_ok=True)  # 4 tested: 4p, 3p, 2p, p, monotone
+    p = np.random.default_rng(0).uniform(0, 0.2, 9).tolist()
+    adjusted = holm(p)
+    assert all(q >= x and q <= min(1.0, 9 * x) for q, x in zip(adjusted, p))
+    assert holm([0.9, 0.8]) == [1.0, 1.0] and holm([]) == []
+
+
+def test_table_shows_holm_beside_the_uncorrected_p():
+    summaries = summarize(grid({"control": 0.0, "a": 0.05, "b": 0.0, "c": 0.0}))
+    a = summaries[1]
+    assert a.p_holm == pytest.approx(min(1.0, 3 * a.vs_control.p_value)) or a.p_holm > 0
+    row = next(line for line in render_table(summaries).splitlines() if line.startswith("| a "))
+    assert row.endswith(" *|") or row.endswith(" * |")
+    assert "p (Holm)" in render_table(summaries)
+    assert "Holm's correction" in significance_sentence(summaries)
+
+
+def test_text_table_fits_80_columns_without_cutting_names():
+    names = ["control", "dropout_p10", "dropout_p30", "dropblock_label_smoothing"]
+    summaries = summarize(grid({name: 0.01 * i for i, name in enumerate(names)}))
+    text = render_table(summaries, fmt="text", width=80)
+    table = text.split("\n\n")[0].splitlines()
+    assert max(map(len, text.splitlines())) <= 80
+    for name in names:
+        assert any(line.startswith(name + " ") for line in table), name
+    wide = render_table(summaries, fmt="text", width=200).split("\n\n")[0].splitlines()
+    assert len(wide) == 2 + len(names)  # one line a row where the width allows
+
+
+def test_report_records_run_info_and_method_settings(tmp_path):
+    settings = {"control": {"regularizer": None, "model": "simple_cnn"},
+                "db": {"regularizer": "dropblock", "p": 0.1, "block_size": 5,
+                       "schedule": "linear", "placement": "between_convs",
+                       "model": "simple_cnn"}}
+    path = write_report(tmp_path, summarize(grid({"control": 0.0, "db": 0.0})), title="T",
+                        config={}, figures={}, run_info={"versions": "convdrop 0.1.0",
+                                                         "wall time": "1 min 02 s"},
+                        settings=settings)
+    text = path.read_text(encoding="utf-8")
+    assert "- versions: convdrop 0.1.0\n- wall time: 1 min 02 s\n" in text
+    assert "## Methods" in text
+    assert ("| db | dropblock | 0.1 | 5 | linear | between_convs | — | — | — | simple_cnn |"
+            in text)
+
+
+def test_sentence_when_every_run_failed():
+    failed = summarize([run("control", 0, None, status="failed", error="nan"),
+                        run("a", 0, None, status="failed", error="nan")])
+    assert significance_sentence(failed).startswith("Every run failed")

@@ -11,11 +11,13 @@ from convdrop.viz.masks import (
     DIGIT_SIZE,
     MAX_IMAGE_SIZE,
     STACK_CHANNELS,
+    _title,
     cutout_side,
     default_image,
     draw_masks,
     load_image,
     mask_panels,
+    realized_fractions,
     schedule_curve,
 )
 
@@ -149,3 +151,14 @@ def test_draw_masks_writes_png_atomically(tmp_path, digit):
     assert result == out
     assert_png(out)
     assert [f.name for f in out.parent.iterdir()] == ["m.png"]  # no temp file left behind
+
+
+def test_realized_fractions_are_the_masks_means_of_one_draw():
+    panels = mask_panels(default_image(), 0.1, 7, seed=0, steps=10)
+    fractions = realized_fractions(panels)
+    assert set(fractions) == {"dropout", "spatial_dropout", "drop_block", "drop_block_shared",
+                              "cutout"}
+    for name, fraction in fractions.items():
+        assert fraction == pytest.approx(float(panels[name + "_mask"].float().mean()))
+    assert "one draw:" in _title("drop_block", panels["drop_block_mask"], 7, 0.1)
+    assert "p = 0.1" in _title("spatial_dropout", panels["spatial_dropout_mask"], 7, 0.1)

@@ -20,7 +20,9 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
+from convdrop.cli.parser import OneLineParser
 from convdrop.errors import ArgumentError, UserError
 from convdrop.ops import native
 
@@ -41,17 +43,26 @@ EXIT_INTERRUPTED = 130
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="convdrop",
         description="Structured dropout for convolutional networks: ops, benchmarks, "
         "experiments and pictures.",
         epilog="A bad input is reported as one line; CONVDROP_DEBUG=1 adds its traceback.",
     )
+    parser.add_argument("--version", action="version", version=f"convdrop {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_cli(subparsers)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (``unknown`` when run from a bare source tree)."""
+    try:
+        return version("convdrop")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _check_environment() -> None:
@@ -68,9 +79,17 @@ def _run(args: argparse.Namespace) -> int:
     return int(args.func(args) or 0)
 
 
+def _command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    (subparsers,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return subparsers.choices[command]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``convdrop`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the command's own parser, which suggests its closest flag
+        _command_parser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
     prefix = f"convdrop {args.command}"
     try:
         return _run(args)

@@ -162,7 +162,8 @@ def add_spec_flags(parser: argparse.ArgumentParser, names: Sequence[str] = SHARE
     parser.add_argument("--spec", type=Path, metavar="FILE",
                         help="TOML spec file ([experiment], [methods.NAME])")
     parser.add_argument("--preset", choices=sorted(presets.PRESETS), metavar="NAME",
-                        help="built-in experiment to start from (see `convdrop presets`; "
+                        help="built-in experiment to start from: "
+                        f"{', '.join(sorted(presets.PRESETS))} (see `convdrop presets`; "
                         "default: the --spec file's preset, else regularizers)")
     add_field_flags(parser, ExperimentSpec, names, notes=_small_data_notes())
 

@@ -8,7 +8,7 @@ import torch
 
 from convdrop.cli.checks import check_p_and_block, check_positive, writing_out_file
 from convdrop.errors import ArgumentError, MissingFileError
-from convdrop.viz.masks import draw_masks, mask_panels, read_image
+from convdrop.viz.masks import draw_masks, mask_panels, read_image, realized_fractions
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -53,5 +53,7 @@ def run(args: argparse.Namespace) -> int:
                              steps=args.steps)
         out = draw_masks(panels, args.out, p=args.p, block_size=args.block_size,
                          seed=args.seed, dpi=args.dpi)
-    print(f"wrote {out}")
+    print(f"wrote {out}; one draw each (seed {args.seed}), at p = {args.p:g}:")
+    for name, fraction in realized_fractions(panels).items():
+        print(f"  {name}: {100 * fraction:.1f} % of units dropped in this draw")
     return 0

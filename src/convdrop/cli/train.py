@@ -28,7 +28,9 @@ from pydantic import Field
 
 from convdrop.cli import flags
 from convdrop.errors import ArgumentError, OutputError
+from convdrop.lab.base_methods import BASE_METHODS
 from convdrop.lab.distributed import check_sync_bn, per_rank_batch, process_group
+from convdrop.lab.preflight import preflight
 from convdrop.lab.run import check_run, discard_run, execute
 from convdrop.lab.spec import ExperimentSpec
 from convdrop.lab.store import (
@@ -106,6 +108,8 @@ def _restart(args: argparse.Namespace, spec: ExperimentSpec, method: str,
 
 
 def _run(args: argparse.Namespace, spec: ExperimentSpec, method: str) -> int:
+    # every check before any output; a run to --restart is not checked, it is deleted
+    preflight(spec, Path(args.out), [] if args.restart is not None else [args.seed])
     paths = RunPaths.of(prepare_out(Path(args.out)), method, args.seed)
     with process_group(spec.device) as dist:
         if dist.is_writer:
@@ -152,8 +156,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "is auto, cpu or cuda (one GPU per process).",
         epilog=flags.LAYERS_EPILOG,
     )
-    parser.add_argument("--method", help="the method to train (see `convdrop presets`; "
-                        "default: the spec's, if it lists only one)")
+    parser.add_argument("--method", help="the method to train: "
+                        f"{', '.join(BASE_METHODS)}, or a [methods.NAME] of the --spec file "
+                        "(default: the spec's, if it lists only one)")
     parser.add_argument("--seed", type=flags.flag_type(Seed), default=0,
                         help="run seed, in [0, 2**32) (default: 0)")
     parser.add_argument("--out", required=True, help="output folder; the run goes to "

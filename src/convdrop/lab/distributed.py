@@ -39,8 +39,8 @@ from convdrop.ops import validate as v
 
 __all__ = [
     "Dist", "all_gather_objects", "all_reduce_sums", "barrier", "broadcast_buffers",
-    "check_sync_bn", "launch_env", "per_rank_batch", "process_group", "rank_seed",
-    "reseed_for_rank", "setup", "shard", "teardown", "unwrap", "wrap_model",
+    "check_sync_bn", "keep_grad_strides", "launch_env", "per_rank_batch", "process_group",
+    "rank_seed", "reseed_for_rank", "setup", "shard", "teardown", "unwrap", "wrap_model",
 ]
 
 MASK_STREAM, AUGMENT_STREAM = 0, 1  # independent seed streams of one rank
@@ -236,8 +236,33 @@ def wrap_model(model: nn.Module, dist: Dist, *, sync_bn: bool = False) -> nn.Mod
         return model
     if sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    keep_grad_strides(model)
     device_ids = [dist.local_rank] if dist.backend == "nccl" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def keep_grad_strides(model: nn.Module) -> None:
+    """Give every gradient its parameter's exact strides before DDP copies it into a bucket.
+
+    DDP lays out each bucket view with its parameter's strides and warns, once per rank,
+    "Grad strides do not match bucket view strides" when a gradient differs. Autograd
+    promises a gradient its parameter's strides only on dims longer than 1; under
+    channels_last, 1x1 convolutions and a first convolution on grayscale images have
+    weights with size-1 dims, whose strides a convolution's backward may set its own way.
+    A post-accumulate-grad hook runs before DDP's own hook, so copying the few such
+    gradients (only parameters with a size-1 dim, only when the strides differ) removes
+    the cause of the warning, not just the warning.
+    """
+    for param in model.parameters():
+        if param.requires_grad and 1 in param.shape:
+            param.register_post_accumulate_grad_hook(_restride_grad)
+
+
+def _restride_grad(param: torch.Tensor) -> None:
+    grad = param.grad
+    if grad is not None and grad.stride() != param.stride():
+        param.grad = torch.empty_strided(param.shape, param.stride(), dtype=grad.dtype,
+                                         device=grad.device).copy_(grad)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from convdrop.errors import SpecError
+from convdrop.errors import SpecError, did_you_mean
 from convdrop.lab import external
 from convdrop.lab.augment import Augment
 from convdrop.lab.base_methods import BASE_METHODS, Method
@@ -100,7 +100,8 @@ def resolve(spec: ExperimentSpec, name: str) -> Method:
     changes = {k: v for k, v in options.model_dump(exclude={"base"}).items() if v is not None}
     if "placement" in changes and changes["placement"] not in PLACEMENTS:
         raise SpecError(f"methods.{name}.placement must be one of {sorted(PLACEMENTS)}, "
-                         f"got {changes['placement']!r}")
+                         f"got {changes['placement']!r}"
+                         f"{did_you_mean(changes['placement'], PLACEMENTS)}")
     method = replace(method, **changes)
     if method.placement == "wide_resnet":
         method = replace(method, model="wide_resnet")

@@ -86,36 +86,101 @@ def _curve(ax: Axes, runs: Sequence[Sequence[Mapping]], key: str, colour: object
                         linewidth=0)
 
 
-def learning_curves(metrics: Metrics, out: Path, *, control: str = "control") -> Path:
-    """Accuracy, loss and drop rate against epoch; mean over seeds with a ±1 std band.
+def _grid(panels: int, columns: int = 4) -> tuple[Figure, list[Axes], Axes]:
+    """``panels`` small axes, ``columns`` to a row, and one wide axes after them that spans
+    the rest of the last row (or a row of its own when the last row is full)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    Validation is solid with the band, train dashed. Train values are measured with
-    the regularizers active, so they are not clean train accuracy.
+    columns = max(1, min(columns, panels + 1))
+    rows = panels // columns + 1
+    figure = Figure(figsize=(3.3 * columns, 2.6 * rows + 0.6), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    grid = figure.add_gridspec(rows, columns)
+    small = [figure.add_subplot(grid[i // columns, i % columns]) for i in range(panels)]
+    wide = figure.add_subplot(grid[rows - 1, panels % columns:])
+    return figure, small, wide
+
+
+def _no_rows(ax: Axes, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes,
+            color="firebrick", fontsize="small")
+
+
+def _accuracy_panel(ax: Axes, method: str, runs: Sequence[Sequence[Mapping]],
+                    reference: Sequence[Sequence[Mapping]] | None, colour: object) -> None:
+    """One method's validation (solid, ±1 std band) and train (dashed) accuracy over the
+    control's, drawn in grey in every panel as the common reference."""
+    if reference is not None:
+        _curve(ax, reference, "val_acc", "grey", 100.0)
+        _curve(ax, reference, "train_acc", "grey", 100.0, dashed=True)
+    _curve(ax, runs, "val_acc", colour, 100.0)
+    _curve(ax, runs, "train_acc", colour, 100.0, dashed=True)
+    if not any(runs):
+        _no_rows(ax, "no finished epoch\n(see the failed runs)")
+    ax.set_title(method, fontsize="medium")
+
+
+def _drop_rate_panel(ax: Axes, metrics: Metrics, colours: Mapping[str, object]) -> None:
+    """Each distinct drop-rate schedule once, labelled with every method that follows it, so
+    no line hides another; methods that drop nothing are listed, not drawn."""
+    curves: dict[tuple, list[str]] = {}
+    idle = []
+    for method, runs in metrics.items():
+        epochs, mean, _ = _per_epoch(runs, "drop_rate")
+        if epochs.size == 0 or not np.any(mean > 0):
+            idle.append(method)
+            continue
+        key = (tuple(epochs), tuple(np.round(mean, 6)))
+        curves.setdefault(key, []).append(method)
+    styles = ["-", "--", "-.", ":"]
+    for i, ((epochs, mean), names) in enumerate(curves.items()):
+        ax.plot(epochs, mean, styles[i % len(styles)], color=colours[names[0]], linewidth=2,
+                marker="o", markersize=3, label=", ".join(names))
+    if curves:
+        ax.legend(fontsize="small", loc="lower right")  # below a ramp, beside a constant
+    else:
+        _no_rows(ax, "no method drops units")
+    zero = ", ".join(idle) if len(idle) <= 6 else f"{len(idle)} methods"
+    ax.set_title(f"drop rate p (0 for {zero})" if idle else "drop rate p", fontsize="medium")
+    ax.set_ylim(bottom=0)
+
+
+def learning_curves(metrics: Metrics, out: Path, *, control: str = "control") -> Path:
+    """Small multiples: one accuracy panel per method with the control in each, then the
+    drop-rate schedules on their own panel.
+
+    Accuracy is the mean over seeds; validation solid with a ±1 std band, train dashed.
+    Train values are measured with the regularizers active, so they are not clean train
+    accuracy. A method without a finished epoch (every run failed) gets a panel that says so.
     """
-    if not any(rows for runs in metrics.values() for rows in runs):
-        raise ValueError("metrics must hold per-epoch rows for at least one method and seed")
+    if not metrics:
+        raise ValueError("metrics must name at least one method, got an empty mapping")
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    figure, axes = _figure(15, 4.6, panels=3)
     colours = _colours(list(metrics), control)
-    panels = [("Accuracy (%)", "acc", 100.0), ("Loss", "loss", 1.0)]
-    for ax, (label, key, scale) in zip(axes, panels):
-        for method, runs in metrics.items():
-            _curve(ax, runs, f"val_{key}", colours[method], scale)
-            _curve(ax, runs, f"train_{key}", colours[method], scale, dashed=True)
-        ax.set(title=f"{label.split(' ')[0]}: validation (solid) and train (dashed)",
-               xlabel="epoch", ylabel=label)
-    for method, runs in metrics.items():
-        _curve(axes[2], runs, "drop_rate", colours[method], 1.0)
-    axes[2].set(title="Drop rate", xlabel="epoch", ylabel="p")
-    for ax in axes:
+    reference = metrics.get(control)
+    others = [m for m in metrics if m != control] or list(metrics)
+    figure, panels, drop_panel = _grid(len(others))
+    values = [100 * row[key] for runs in metrics.values() for rows in runs for row in rows
+              for key in ("val_acc", "train_acc") if math.isfinite(row.get(key, math.nan))]
+    low = max(0.0, min(values, default=0.0) - 5.0)
+    for ax, method in zip(panels, others):
+        _accuracy_panel(ax, method, metrics[method],
+                        reference if method != control else None, colours[method])
+        ax.set_ylim(low, 101)
+    _drop_rate_panel(drop_panel, metrics, colours)
+    for ax in [*panels, drop_panel]:
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    handles = [Line2D([], [], color=colours[m], linewidth=2, label=m) for m in metrics]
-    handles += [Line2D([], [], color="grey", label="validation (± std over seeds)"),
-                Line2D([], [], color="grey", linestyle="--", label="train (regularized)")]
-    figure.legend(handles=handles, loc="outside right upper", fontsize="small")
+    figure.supxlabel("epoch", fontsize="small")
+    figure.supylabel("accuracy (%)", fontsize="small")
+    handles = [Line2D([], [], color="black", label="validation (± std over seeds)"),
+               Line2D([], [], color="black", linestyle="--", label="train (regularized)")]
+    if reference is not None:
+        handles.append(Line2D([], [], color="grey", linewidth=2, label=f"{control} (in each)"))
+    figure.legend(handles=handles, loc="outside upper center", ncols=3, fontsize="small")
     return _save(figure, out)
 
 
@@ -140,8 +205,10 @@ def _bar_chart(
         offsets = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else 0.0
         ax.scatter(i + offsets + np.zeros(len(values)), values, s=16, color="black", zorder=3)
     note = _set_limits(ax, means, stds, seeds, from_zero)
+    tops = [max([m + (s if math.isfinite(s) else 0.0), *vs]) if math.isfinite(m) else math.nan
+            for m, s, vs in zip(means, stds, seeds)]
     for i, summary in enumerate(summaries):
-        _annotate(ax, i, summary, stars=not from_zero)
+        _annotate(ax, i, summary, tops[i], stars=not from_zero)
     if any(s.is_control for s in summaries) and math.isfinite(means[methods.index(control)]):
         ax.axhline(means[methods.index(control)], color=CONTROL_COLOUR, linestyle=":",
                    linewidth=1)
@@ -172,14 +239,16 @@ def _set_limits(ax: Axes, means: list[float], stds: list[float],
     return f"\n(axis starts at {bottom:.1f}, not 0)" if bottom > 0 else ""
 
 
-def _annotate(ax: Axes, index: int, summary: MethodSummary, stars: bool) -> None:
-    """'all runs failed' for a method without successes; '*' where p < 0.05 vs control."""
-    bottom, top = ax.get_ylim()
+def _annotate(ax: Axes, index: int, summary: MethodSummary, top: float, stars: bool) -> None:
+    """'all runs failed' for a method without successes; '*' just above the bar's error bar
+    (or its highest seed) where p < 0.05 vs control."""
+    bottom, limit = ax.get_ylim()
     if summary.n == 0:
         ax.text(index, bottom, "all runs\nfailed", ha="center", va="bottom",
                 fontsize="small", color="firebrick")
     elif stars and summary.vs_control is not None and summary.vs_control.significant():
-        ax.text(index, top, "*", ha="center", va="top", fontsize=16)
+        ax.text(index, min(top + 0.01 * (limit - bottom), limit), "*", ha="center",
+                va="bottom", fontsize=16)
 
 
 def accuracy_bars(summaries: Sequence[MethodSummary], out: Path) -> Path:

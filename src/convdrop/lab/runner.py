@@ -12,6 +12,7 @@ every run already there, so a refused rerun changes nothing. At the end it write
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -95,9 +96,10 @@ def _run_pool(spec: ExperimentSpec, runs: list[tuple[str, int]], out: Path, bar:
                     describe=lambda i: f"run {runs[i][0]} seed {runs[i][1]}")
 
 
-def write_outputs(spec: ExperimentSpec, out: Path, results: list[dict]) -> tuple[Path, list]:
+def write_outputs(spec: ExperimentSpec, out: Path, results: list[dict], *,
+                  wall_seconds: float | None = None) -> tuple[Path, list]:
     """results.json, summary.csv, plots and report.md; returns the report and summaries."""
-    from convdrop.lab import plots, report  # here, not on top: scipy is slow for `--help`
+    from convdrop.lab import plots, provenance, report  # not on top: scipy is slow for --help
 
     _io.write_json(out / "results.json", results)
     summaries = report.summarize(results, control="control")
@@ -114,7 +116,9 @@ def write_outputs(spec: ExperimentSpec, out: Path, results: list[dict]) -> tuple
     notes = [f"data: {spec.data}, model: {spec.model}, {spec.epochs} epochs, "
              f"{spec.seeds} seeds, train_size: {spec.train_size or 'all'}"]
     path = report.write_report(out, summaries, title=f"convdrop compare: {spec.name}",
-                               config=spec.model_dump(), figures=figures, notes=notes)
+                               config=spec.model_dump(), figures=figures, notes=notes,
+                               run_info=provenance.run_info(spec, wall_seconds),
+                               settings=provenance.method_settings(spec))
     return path, summaries
 
 
@@ -149,7 +153,9 @@ def compare(spec: ExperimentSpec, out: Path, *, show_progress: bool = True,
             for method, seed in sorted(fresh):
                 discard_run(out, method, seed)
             _io.write_json(out / "config.json", spec.model_dump())
+            started = time.perf_counter()
             results = run_grid(spec, out, show_progress=show_progress)
-            return write_outputs(spec, out, results)
+            return write_outputs(spec, out, results,
+                                 wall_seconds=time.perf_counter() - started)
     except OutputError as err:
         raise OutputError(f"--out {out}: {err}") from err

@@ -27,7 +27,8 @@ from pydantic import (
     model_validator,
 )
 
-from convdrop.errors import MissingFileError, SpecError
+from convdrop import models
+from convdrop.errors import MissingFileError, SpecError, did_you_mean
 from convdrop.lab import presets
 from convdrop.lab.base_methods import BASE_METHODS
 
@@ -88,8 +89,9 @@ class ExperimentSpec(BaseModel):
     epochs: int = Field(15, ge=1, description="training epochs")
     data: str = Field("digits", description="digits | synthetic | cifar10:PATH | "
                       "cifar100:PATH | folder:PATH")
-    model: str = Field("simple_cnn", description="model name (see convdrop.models.names()), "
-                       "or torchvision:NAME / timm:NAME (any registry name, random weights)")
+    model: str = Field("simple_cnn", description="model: " + " | ".join(models.names())
+                       + ", or torchvision:NAME | timm:NAME (any registry name, random "
+                       "weights)")
     weights: str | None = Field(None, description="local state_dict file to load into the "
                                 "model (never downloaded); keys that do not fit the data, "
                                 "such as the classifier, stay fresh")
@@ -142,43 +144,61 @@ class ExperimentSpec(BaseModel):
             options = self.method_options.get(name)
             base = options.base if options and options.base else name
             if base not in BASE_METHODS:
+                what = f"method {name!r}" if base == name else f"base {base!r} of {name!r}"
                 raise ValueError(
-                    f"unknown method {name!r}: expected one of {sorted(BASE_METHODS)}, "
-                    f"or a [methods.{name}] table with base = one of them"
+                    f"methods: unknown {what}{did_you_mean(base, BASE_METHODS)} (expected one "
+                    f"of {', '.join(sorted(BASE_METHODS))}, or a [methods.{name}] table "
+                    "with base = one of them)"
                 )
         if len(set(self.methods)) != len(self.methods):
-            raise ValueError(f"methods lists a name twice: {self.methods}")
+            raise ValueError(f"methods: a name is listed twice in {self.methods}")
         return self
 
     def options_for(self, method: str) -> MethodOptions:
         """The overrides of one method (empty if none)."""
         return self.method_options.get(method, MethodOptions())
 
-    def run_key(self, method: str) -> str:
-        """Hash of every setting one run of ``method`` depends on (not the seed count).
+    def run_settings(self, method: str) -> dict[str, Any]:
+        """Every setting one run of ``method`` depends on (not the seed count or device).
 
         ``workers`` is in it: each worker process computes with fewer CPU threads, which
         changes the float sums, so a run of another worker count is not the same run.
         """
         shared = self.model_dump(exclude={"name", "methods", "seeds", "device",
                                           "method_options"})
-        payload = {"shared": shared, "method": method,
-                   "options": self.options_for(method).model_dump()}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        return {"shared": shared, "method": method,
+                "options": self.options_for(method).model_dump()}
+
+    def run_key(self, method: str) -> str:
+        """Hash of :meth:`run_settings`: a run folder holds the results of one key."""
+        payload = json.dumps(self.run_settings(method), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def format_validation_error(err: ValidationError, where: str) -> str:
-    """One readable line per problem: ``experiment.epochs: ... (got 0)``."""
-    lines = []
-    for problem in err.errors():
-        if not problem["loc"]:  # a check across fields: its message names what is wrong
-            lines.append(f"{where}: {problem['msg'].removeprefix('Value error, ')}")
-            continue
-        path = ".".join(str(part) for part in problem["loc"])
-        got = f" (got {problem['input']!r})" if "input" in problem else ""
-        msg = problem["msg"].removeprefix("Value error, ")
-        lines.append(f"{where}.{path}: {msg}{got}")
-    return "; ".join(lines)
+    """One readable line per problem, naming the key and the value: ``experiment.epochs:
+    input should be greater than or equal to 1 (got 0)``; an unknown key or name gets the
+    closest valid one ("did you mean ...?")."""
+    return "; ".join(_problem_text(problem, where) for problem in err.errors())
+
+
+def _problem_text(problem: Any, where: str) -> str:
+    msg = problem["msg"].removeprefix("Value error, ")
+    loc = [str(part) for part in problem["loc"]]
+    if not loc:  # a check across fields: its message starts with the key it is about
+        return f"{where}.{msg}"
+    in_method = loc[0] == "method_options"  # TOML [methods.NAME] tables
+    key = ".".join(["methods", *loc[1:]] if in_method else [where, *loc])
+    got = problem.get("input")
+    if problem["type"] == "extra_forbidden":
+        known = MethodOptions.model_fields if in_method else ExperimentSpec.model_fields
+        hint = did_you_mean(loc[-1], known) or f" (expected one of {', '.join(known)})"
+        return f"{key}: unknown key{hint}"
+    text = f"{key}: {msg[:1].lower()}{msg[1:]} (got {got!r})" if "input" in problem else \
+        f"{key}: {msg}"
+    if problem["type"] == "literal_error":
+        text += did_you_mean(got, re.findall(r"'([^']*)'", problem["ctx"]["expected"]))
+    return text
 
 
 def read_toml(path: Path) -> dict[str, Any]:

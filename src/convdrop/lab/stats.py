@@ -2,12 +2,14 @@
 
 Each method is summarized over its seeds (mean ± sample std) and compared with the
 control by a two-sided Welch t-test on test accuracy: a confidence interval for the
-difference of means and a p-value. Failed runs are left out of every statistic but
+difference of means and a p-value, uncorrected and Holm-adjusted over the comparisons
+of one report (:func:`holm`). Failed runs are left out of every statistic but
 counted and listed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -18,7 +20,8 @@ from scipy import stats
 
 from convdrop.ops import validate as v
 
-__all__ = ["ALPHA", "CONFIDENCE", "STATUSES", "MethodSummary", "Welch", "summarize", "welch"]
+__all__ = ["ALPHA", "CONFIDENCE", "STATUSES", "MethodSummary", "Welch", "holm", "summarize",
+           "welch"]
 
 ALPHA = 0.05  # significance level for the asterisk and the sentence
 CONFIDENCE = 0.95  # level of the interval for the difference of means
@@ -96,10 +99,27 @@ class MethodSummary:
     test_accs: tuple[float, ...] = ()  # one per seed
     train_accs: tuple[float, ...] = ()
     failures: tuple[tuple[int, str], ...] = ()  # (seed, error) of failed runs
+    p_holm: float = math.nan  # vs_control's p, Holm-adjusted over every tested method
 
     @property
     def gaps(self) -> tuple[float, ...]:
         return tuple(tr - te for tr, te in zip(self.train_accs, self.test_accs))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values, in input order; NaN entries stay NaN, uncounted.
+
+    The k-th smallest of m p-values becomes ``max over j <= k of (m - j + 1) * p_(j)``,
+    capped at 1: it controls the chance of any false positive among the m at alpha,
+    without assuming the tests independent (Holm 1979). scipy has no Holm, so it is here.
+    """
+    tested = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, (p, index) in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - rank) * p))
+        adjusted[index] = running
+    return adjusted
 
 
 def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
@@ -155,9 +175,13 @@ def summarize(results: Sequence[Mapping], control: str = "control") -> list[Meth
 
     Each result is a mapping with ``method``, ``seed``, ``status`` ("ok" | "failed"),
     and for ok runs ``test_acc`` and ``train_acc`` in [0, 1]; ``error`` for failures.
-    Every method but ``control`` is compared with it (``vs_control``) when present.
+    Every method but ``control`` is compared with it (``vs_control``) when present, and
+    ``p_holm`` adjusts those p-values for their number.
     """
     groups = _group(results)
     base = _summary(control, groups[control], None, True) if control in groups else None
-    return [base if method == control and base is not None
-            else _summary(method, runs, base, False) for method, runs in groups.items()]
+    summaries = [base if method == control and base is not None
+                 else _summary(method, runs, base, False) for method, runs in groups.items()]
+    raw = [s.vs_control.p_value if s.vs_control is not None else math.nan for s in summaries]
+    return [dataclasses.replace(s, p_holm=adjusted)
+            for s, adjusted in zip(summaries, holm(raw))]

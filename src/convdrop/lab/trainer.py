@@ -55,20 +55,24 @@ from convdrop.layers import Regularizer
 EVAL_BATCH = 256
 
 
-@functools.lru_cache(maxsize=4)
-def _datasets(data: str, train_size: int | None, seed: int, image_size: int | None, mode: str,
-              augment: str, normalization: str, cache_dir: Path | None) -> Datasets:
+def _load(data: str, train_size: int | None, seed: int, image_size: int | None, mode: str,
+          augment: str, normalization: str, cache_dir: Path | None) -> Datasets:
     return normalize(load_dataset(data, train_size=train_size, seed=seed, image_size=image_size,
                                   mode=mode, augment=augment, normalization=normalization,
                                   cache_dir=cache_dir))
 
 
-def load_run_data(spec: ExperimentSpec, seed: int, cache_dir: Path | None = None) -> Datasets:
+_datasets = functools.lru_cache(maxsize=4)(_load)
+
+
+def load_run_data(spec: ExperimentSpec, seed: int, cache_dir: Path | None = None, *,
+                  keep: bool = True) -> Datasets:
     """Normalized splits; seed k draws training subset k (the same for every method).
-    A streamed folder caches its index and statistics in ``cache_dir``."""
-    return _datasets(spec.data, spec.train_size, seed if spec.train_size else 0,
-                     spec.image_size, spec.data_mode, spec.augment, spec.normalization,
-                     cache_dir)
+    A streamed folder caches its index and statistics in ``cache_dir``; ``keep`` holds the
+    result for the next call with the same arguments (the runs of this process)."""
+    load = _datasets if keep else _load
+    return load(spec.data, spec.train_size, seed if spec.train_size else 0, spec.image_size,
+                spec.data_mode, spec.augment, spec.normalization, cache_dir)
 
 
 def loader_workers(spec: ExperimentSpec, streaming: bool) -> int:

@@ -43,7 +43,7 @@ from convdrop.placement.schedules import linear
 __all__ = [
     "DIGIT_INDEX", "DIGIT_SIZE", "MAX_IMAGE_SIZE", "STACK_CHANNELS", "cutout_side",
     "default_image", "draw_masks", "load_image", "mask_panels", "read_image",
-    "save_figure", "schedule_curve",
+    "realized_fractions", "save_figure", "schedule_curve",
 ]
 
 DIGIT_INDEX = 39  # a "9" with a closed loop in sklearn.datasets.load_digits()
@@ -170,8 +170,9 @@ def draw_masks(panels: dict[str, torch.Tensor], out: str | Path, *, p: float, bl
         _show(axes[1, col], _overlay(panels[name], mask, panels["image"]), "mask of " +
               _TITLES[name].split(" (")[0])
     _draw_schedule(axes[1, 0], panels["schedule"], p)
-    fig.suptitle(f"What each method drops at p = {p:g} (block {block_size}, seed {seed}); "
-                 "images shown without the 1/(1-p) rescaling")
+    fig.suptitle(f"What each method drops at p = {p:g} (block {block_size}, seed {seed}): each "
+                 "panel is one random draw, whose dropped fraction varies around p; images "
+                 "shown without the 1/(1-p) rescaling")
     fig.text(0.5, 0.005, "masks: white = dropped in every channel, red / green / blue = dropped "
              "in that channel only (the image is shown dimmed underneath)", ha="center",
              fontsize=9)
@@ -182,7 +183,7 @@ def draw_masks(panels: dict[str, torch.Tensor], out: str | Path, *, p: float, bl
 _METHODS = ("dropout", "spatial_dropout", "drop_block", "drop_block_shared", "cutout")
 _TITLES = {
     "dropout": "dropout",
-    "spatial_dropout": f"spatial dropout (whole channels, {STACK_CHANNELS} copies)",
+    "spatial_dropout": f"spatial dropout ({STACK_CHANNELS} copies)",
     "drop_block": "DropBlock per channel (3 channels)",
     "drop_block_shared": "DropBlock shared (3 channels)",
     "cutout": "Cutout (one patch)",
@@ -193,15 +194,22 @@ def _hw(image: torch.Tensor) -> str:
     return f"{image.shape[-2]}x{image.shape[-1]}"
 
 
+def realized_fractions(panels: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The fraction of units each method's mask dropped in this one draw (its mean is p;
+    a single draw of a few large blocks or channels can land far from it)."""
+    return {name: float(panels[name + "_mask"].float().mean()) for name in _METHODS}
+
+
 def _title(name: str, mask: torch.Tensor, block_size: int, p: float) -> str:
+    realized = f"one draw: {100 * mask.float().mean():.1f} % dropped, p = {p:g}"
     if name == "spatial_dropout":
         dropped = int(mask.flatten(1).all(dim=1).sum())
-        return f"{_TITLES[name]}\n{dropped} of {mask.shape[0]} channels dropped"
-    detail = f"block {block_size}, " if name.startswith("drop_block") else ""
+        return f"{_TITLES[name]}\n{dropped} of {mask.shape[0]} channels\n{realized}"
+    detail = f"block {block_size}" if name.startswith("drop_block") else "single units"
     if name == "cutout":
         side = cutout_side(mask.shape[1], mask.shape[2], p)
-        detail = f"{side}x{side} patch, "
-    return f"{_TITLES[name]}\n{detail}{100 * mask.float().mean():.1f} % dropped"
+        detail = f"{side}x{side} patch"
+    return f"{_TITLES[name]}\n{detail}\n{realized}"
 
 
 def _tile(stack: torch.Tensor, gap: int = 2) -> torch.Tensor:

@@ -9,9 +9,16 @@ import numpy as np
 import pytest
 
 from convdrop.errors import DataError
+from convdrop.lab.data import index as index_module
 from convdrop.lab.data.index import index_folder
 
 from conftest import write_image_folder
+
+
+@pytest.fixture(autouse=True)
+def forget_listings():
+    """Each test lists afresh (or reads its cache): nothing kept from another test."""
+    index_module._LISTED.clear()
 
 
 def test_lists_every_split_sorted_with_labels(tmp_path):
@@ -51,8 +58,10 @@ def test_cache_is_reused_then_rebuilt_when_a_file_is_added(tmp_path, monkeypatch
     calls = []
     listing = module.list_split
     monkeypatch.setattr(module, "list_split", lambda *a: calls.append(a) or listing(*a))
-    again = index_folder(root, cache)
+    again = index_folder(root, cache)  # kept by this process
     assert calls == [] and np.array_equal(again.splits["val"].files, first.splits["val"].files)
+    index_module._LISTED.clear()
+    assert index_folder(root, cache).classes == ("a", "b") and calls == []  # from the cache
     os.utime(root / "train" / "a", ns=(1, 1))  # what adding or removing a file does
     write_image_folder(tmp_path / "extra", {"a": 1})
     os.rename(tmp_path / "extra" / "train" / "a" / "00000.png", root / "train" / "a" / "new.png")
@@ -66,6 +75,7 @@ def test_a_corrupt_cache_is_rebuilt_not_trusted(tmp_path):
     index_folder(root, cache)
     (saved,) = cache.iterdir()
     saved.write_bytes(b"garbage")
+    index_module._LISTED.clear()
     assert len(index_folder(root, cache).splits["train"]) == 3
 
 
@@ -85,3 +95,11 @@ def test_a_file_that_is_not_an_image_is_named_while_listing(tmp_path, content):
     bad.write_bytes(content)
     with pytest.raises(DataError, match=f"cannot read image {bad}"):
         index_folder(root)
+
+
+def test_a_listing_kept_in_memory_is_saved_once_a_cache_folder_is_named(tmp_path):
+    """Preflight lists without writing; the first run then saves the same listing."""
+    root = write_image_folder(tmp_path / "d", {"a": 2, "b": 1})
+    first = index_folder(root)
+    cache = tmp_path / "out" / "cache"
+    assert index_folder(root, cache) is first and len(list(cache.iterdir())) == 1

@@ -7,11 +7,18 @@ import torch
 from torch.utils.data import DataLoader
 
 from convdrop.errors import DataError
+from convdrop.lab.data import stream
 from convdrop.lab.data.index import index_folder
 from convdrop.lab.data.stream import StreamingImages, channel_stats, read_rgb
 from convdrop.lab.data.transforms import eval_transform
 
 from conftest import write_image_folder
+
+
+@pytest.fixture(autouse=True)
+def forget_measurements():
+    """Each test measures afresh: no statistics kept from another test's folder."""
+    stream._MEASURED.clear()
 
 
 @pytest.fixture
@@ -62,8 +69,11 @@ def test_channel_stats_match_a_direct_computation_and_are_cached(folder, tmp_pat
     assert mean == pytest.approx(want_mean.tolist(), abs=1e-9)
     assert std == pytest.approx(want_std.tolist(), abs=1e-9)
     (cached,) = (tmp_path / "cache").iterdir()
-    (folder / "train" / "a" / "00000.png").write_bytes(b"junk")  # not read again
-    assert channel_stats(index, plain, 8, cache_dir=tmp_path / "cache") == (mean, std)
+    (folder / "train" / "a" / "00000.png").write_bytes(b"junk")  # not read again:
+    assert channel_stats(index, plain, 8) == (mean, std)  # kept by this process
+    stream._MEASURED.clear()
+    assert channel_stats(index, plain, 8, cache_dir=tmp_path / "cache") == (mean, std)  # disk
+    stream._MEASURED.clear()
     cached.write_text("{")  # unreadable: measured again (and the junk file is met)
     with pytest.raises(DataError):
         channel_stats(index, plain, 8, cache_dir=tmp_path / "cache")

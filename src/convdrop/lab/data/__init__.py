@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
-from convdrop.errors import DataError
+from convdrop.errors import DataError, did_you_mean
 from convdrop.lab.data.builtin import SYNTHETIC_CLASSES, make_synthetic, read_digits
 from convdrop.lab.data.cifar import read_cifar
 from convdrop.lab.data.folder import read_image_folder
@@ -70,7 +70,7 @@ DEFAULT_FOLDER_SIZE = 224
 MEMORY_HEADROOM = 0.5  # an in-memory folder may take at most this share of free RAM
 
 # DataError lives in convdrop.errors (the readers raise it too); it stays importable from here.
-__all__ = ["DataError", "Datasets", "load_dataset", "normalize", "parse_spec"]
+__all__ = ["DataError", "Datasets", "load_dataset", "normalize", "parse_spec", "streams"]
 
 
 @dataclass(frozen=True)
@@ -115,8 +115,8 @@ def parse_spec(spec: str) -> tuple[str, Path | None]:
     kind = kind.strip().lower()
     if kind not in KINDS:
         raise DataError(
-            f"unknown dataset kind {kind!r} in spec {spec!r}; expected one of "
-            "digits, synthetic, cifar10:PATH, cifar100:PATH, folder:PATH"
+            f"unknown dataset kind {kind!r} in spec {spec!r}{did_you_mean(kind, KINDS)} "
+            "(expected one of digits, synthetic, cifar10:PATH, cifar100:PATH, folder:PATH)"
         )
     if kind in PATH_KINDS:
         if not raw_path.strip():
@@ -188,6 +188,11 @@ def load_dataset(
         return dataclasses.replace(data, mean=(0.0,) * channels, std=(1.0,) * channels)
     mean, std = _channel_stats(data.train.tensors[0])
     return dataclasses.replace(data, mean=mean, std=std)
+
+
+def streams(spec: str, mode: str) -> bool:
+    """Whether ``load_dataset(spec, mode=mode)`` streams (a folder, unless forced into memory)."""
+    return _streamed(parse_spec(spec)[0], mode)
 
 
 def _streamed(kind: str, mode: str) -> bool:

@@ -124,19 +124,26 @@ def _assemble(root: Path, classes: tuple[str, ...], splits: dict[str, SplitIndex
     return FolderIndex(root, classes, splits, test_is_val)
 
 
+_LISTED: dict[tuple[bytes, str], FolderIndex] = {}  # this process's listings, by fingerprint
+
+
 def index_folder(root: Path, cache_dir: Path | None = None) -> FolderIndex:
     """The index of the ImageFolder tree at ``root`` (layout errors are ``DataError``s
-    naming the path); read from ``cache_dir`` when current, else listed and saved there."""
+    naming the path): this process's listing if current, else ``cache_dir``'s, else
+    listed anew; saved in ``cache_dir`` (when given) if it is not there yet."""
+    classes, test_is_val = check_layout(Path(root))  # its errors name the path as given
     root = Path(os.path.abspath(root))
-    classes, test_is_val = check_layout(root)
     fingerprint = _fingerprint(root, test_is_val)
     cached = None if cache_dir is None else _cache_file(Path(cache_dir), root)
-    if cached is not None and cached.is_file():
+    index = _LISTED.get((os.fsencode(root), fingerprint))
+    if index is None and cached is not None and cached.is_file():
         index = _load_cached(cached, fingerprint, root, classes, test_is_val)
-        if index is not None:
-            return index
-    splits = {s: _split_index(root, s, classes) for s in SPLITS[: 2 if test_is_val else 3]}
-    index = _assemble(root, classes, splits, test_is_val)
-    if cached is not None:
+    if index is None:
+        splits = {s: _split_index(root, s, classes) for s in SPLITS[: 2 if test_is_val else 3]}
+        index = _assemble(root, classes, splits, test_is_val)
+    elif test_is_val:
+        warn_val_is_test(root, stacklevel=2)
+    _LISTED[(os.fsencode(root), fingerprint)] = index
+    if cached is not None and not cached.is_file():
         _save(cached, index, fingerprint)
     return index

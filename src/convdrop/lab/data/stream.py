@@ -78,19 +78,27 @@ class StreamingImages(Dataset):
         return self.index.labels
 
 
-def _stats_file(cache_dir: Path, index: SplitIndex, size: int) -> Path:
-    digest = hashlib.sha256(index.folder + b"\0" + index.files.tobytes()
-                            + f"\0{size}".encode()).hexdigest()[:16]
-    return cache_dir / f"channel-stats-{digest}.json"
+_MEASURED: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {}  # by _stats_key
+
+
+def _stats_key(index: SplitIndex, size: int) -> str:
+    return hashlib.sha256(index.folder + b"\0" + index.files.tobytes()
+                          + f"\0{size}".encode()).hexdigest()[:16]
 
 
 def channel_stats(index: SplitIndex, transform: Transform, size: int, *,
                   cache_dir: Path | None = None,
                   sample: int = STATS_SAMPLE) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel (mean, std) of up to ``sample`` images of ``index`` (a seeded choice),
-    each through ``transform`` (unnormalized, in [0, 1]); cached in ``cache_dir`` per split
-    listing and image size."""
-    cached = None if cache_dir is None else _stats_file(Path(cache_dir), index, size)
+    each through ``transform`` (unnormalized, in [0, 1]); kept for this process and cached
+    in ``cache_dir`` per split listing and image size."""
+    key = _stats_key(index, size)
+    cached = None if cache_dir is None else Path(cache_dir) / f"channel-stats-{key}.json"
+    if key in _MEASURED:
+        result = _MEASURED[key]
+        if cached is not None and not cached.is_file():
+            _save_stats(cached, result, min(sample, len(index)))
+        return result
     if cached is not None and cached.is_file():
         try:
             saved = json.loads(cached.read_text(encoding="utf-8"))
@@ -111,7 +119,13 @@ def channel_stats(index: SplitIndex, transform: Transform, size: int, *,
     mean = total / count
     std = (squares / count - mean * mean).clamp(min=0).sqrt()
     result = tuple(mean.tolist()), tuple(std.tolist())
+    _MEASURED[key] = result
     if cached is not None:
-        os.makedirs(cached.parent, exist_ok=True)
-        _io.write_json(cached, {"mean": result[0], "std": result[1], "images": len(picked)})
+        _save_stats(cached, result, len(picked))
     return result
+
+
+def _save_stats(path: Path, result: tuple[tuple[float, ...], tuple[float, ...]],
+                images: int) -> None:
+    os.makedirs(path.parent, exist_ok=True)
+    _io.write_json(path, {"mean": result[0], "std": result[1], "images": images})
