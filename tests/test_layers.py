@@ -116,3 +116,31 @@ def test_p_is_checked_when_it_is_set():
     for other in (convdrop.SpatialDropout(0.2), convdrop.Dropout(0.2)):
         with pytest.raises(ValueError, match="p must be a probability"):
             other.p = -0.1
+
+
+def test_drop_path_drops_whole_samples_and_rescales():
+    x = torch.ones(64, 3, 4, 4)
+    y = convdrop.drop_path(x, 0.25, generator=gen(0))
+    per_sample = y.flatten(1)
+    dropped = (per_sample == 0).all(1)
+    assert torch.equal(dropped | (per_sample == 1 / 0.75).all(1), torch.ones(64, dtype=torch.bool))
+    assert 4 <= int(dropped.sum()) <= 28  # Binomial(64, 0.25): mean 16, sd 3.5; > 3 sd each side
+    assert torch.equal(y, convdrop.drop_path(x, 0.25, generator=gen(0)))  # seeded
+    whole = convdrop.drop_path(x, 0.5, mode="batch", generator=gen(1))
+    assert whole.unique().numel() == 1
+    assert convdrop.drop_path(x, 0.3, training=False) is x
+    with pytest.raises(ValueError, match="mode must be 'row' or 'batch', got 'col'"):
+        convdrop.drop_path(x, 0.3, mode="col")
+
+
+def test_drop_path_layer_is_a_scheduled_budgeted_site():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), convdrop.DropPath(0.2))
+    assert [(s.kind, s.p) for s in convdrop.sites(model)] == [("drop_path", 0.2)]
+    budget = convdrop.drop_budget(model, torch.randn(1, 3, 6, 6))["total"]
+    assert budget == pytest.approx(0.2)
+    sched = convdrop.DropRateScheduler(model, "linear", 2)
+    sched.step()
+    assert model[1].p == pytest.approx(0.1) and "p=0.1" in repr(model[1])
+    rule = convdrop.Rule("drop_path", 0.1, match="0")
+    assert convdrop.sites(convdrop.regularize(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)),
+                                              rule))[0].kind == "drop_path"

@@ -9,6 +9,7 @@ import torch
 
 from convdrop.bench import model as bench_model
 from convdrop.bench import ops as bench
+from convdrop.bench import peers
 from convdrop.ops.functional import drop_block
 
 
@@ -66,3 +67,13 @@ def test_cuda_setting_is_the_resnet50_step_with_timm_beside_it():
     assert "DropBlock p=0.1 (36 sites, per channel)" in text
     assert "its 36 DropBlock layers alone" in text
     assert "timm resnet50, drop_block_rate=0.1 (9 shared-mask sites)" in text
+
+
+def test_torchvision_and_timm_peers_run_in_the_projects_environment():
+    pytest.importorskip("torchvision.ops")
+    pytest.importorskip("timm.layers")
+    x = torch.ones(2, 4, 14, 14)
+    ops = peers.peer_ops(0.1, 7)
+    for name in ("torchvision drop_block2d", "timm drop_block_2d (per channel)"):
+        assert callable(ops[name]), ops[name]  # not "missing (...)"
+        assert ops[name](x).shape == x.shape

@@ -17,6 +17,7 @@ SHARED_ARGV = [
     "--lr", "1e-2", "--weight-decay", "0", "--lr-schedule", "step", "--augment", "crop+flip",
     "--image-size", "48", "--data-mode", "memory", "--normalization", "imagenet",
     "--workers-per-run", "3", "--device", "cpu", "--channels-last", "--no-amp",
+    "--weights", "w.pt",
 ]
 SHARED_VALUES = {
     "data": "synthetic", "model": "resnet18",
@@ -25,7 +26,7 @@ SHARED_VALUES = {
     "epochs": 3, "train_size": 40, "batch_size": 8, "optimizer": "sgd", "lr": 0.01,
     "weight_decay": 0.0, "lr_schedule": "step", "augment": "crop+flip", "image_size": 48,
     "data_mode": "memory", "normalization": "imagenet", "loader_workers": 3, "device": "cpu",
-    "channels_last": True, "amp": False,
+    "channels_last": True, "amp": False, "weights": "w.pt",
 }
 
 

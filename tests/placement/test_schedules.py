@@ -100,7 +100,9 @@ def test_scheduler_takes_a_list_a_dict_and_a_callable_schedule():
     assert sched.rates() == pytest.approx({"0": 0.2, "1": 0.1})
     sched = DropRateScheduler({"x": convdrop.Dropout(0.4)}, "constant", 3)
     assert sched.rates() == {"x": 0.4}
-    assert DropRateScheduler([a], "constant", 3).targets == {"0": 0.2}  # p as found
+    # the first scheduler is gone; a new one starts from the target it recorded (0.4),
+    # not from the rate it left behind (0.2), which would switch regularization down
+    assert DropRateScheduler([a], "constant", 3).targets == {"0": 0.4}
 
 
 def test_eval_and_forward_never_move_the_rates():

@@ -30,9 +30,9 @@ from convdrop.lab.spec import ExperimentSpec, build_spec
 
 # The settings of one run, in help order; compare adds the grid (methods, seeds, workers).
 SHARED_FIELDS: tuple[str, ...] = (
-    "data", "model", "model_options", "epochs", "train_size", "batch_size", "optimizer", "lr",
-    "weight_decay", "lr_schedule", "augment", "image_size", "data_mode", "normalization",
-    "loader_workers", "device", "channels_last", "amp",
+    "data", "model", "weights", "model_options", "epochs", "train_size", "batch_size",
+    "optimizer", "lr", "weight_decay", "lr_schedule", "augment", "image_size", "data_mode",
+    "normalization", "loader_workers", "device", "channels_last", "amp",
 )
 GRID_FIELDS: tuple[str, ...] = ("methods", "seeds", "workers")
 LAYERS_EPILOG = (

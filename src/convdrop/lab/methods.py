@@ -4,7 +4,9 @@ A method is a base (one of :data:`convdrop.lab.base_methods.BASE_METHODS`) with 
 (:class:`convdrop.lab.spec.MethodOptions`). Its regularizer goes where its
 ``placement`` says (:data:`PLACEMENTS`), through a model's built-in sites where the
 model has them and through :func:`convdrop.regularize` rules otherwise, so every
-method works on every model of the zoo.
+method works on every model of the zoo, and on ``torchvision:NAME`` / ``timm:NAME``
+models (:mod:`convdrop.lab.external`), where rules place every method: after each conv
+(squeeze-excitation convs left out) or before the linear layers.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from torch import nn
 
 from convdrop.errors import SpecError, did_you_mean
+from convdrop.lab import external
 from convdrop.lab.augment import Augment
 from convdrop.lab.base_methods import BASE_METHODS, Method
 from convdrop.lab.spec import ExperimentSpec
@@ -38,6 +41,8 @@ def _rule(method: Method, **where: Any) -> Rule:
 def _between_convs(model: str, m: Method) -> tuple[dict[str, Any], list[Rule]]:
     """After every conv block (simple_cnn), the paper's sites (ResNets), or WRN's dropout."""
     block = {} if m.block_size is None else {"block_size": m.block_size}
+    if external.is_external(model):
+        return {}, [_rule(m)]
     if model == "simple_cnn":
         if m.regularizer == "dropblock":
             return {"dropblock": m.p, **block}, []
@@ -126,7 +131,19 @@ class Recipe:
         """A DropRateScheduler for ramped methods; None for constant rates or no regularizer."""
         if self.method.regularizer is None or self.method.schedule == "constant":
             return None
-        return DropRateScheduler(model, self.method.schedule, total_steps)
+        # the method's regularizers only: an architecture's own (torchvision's stochastic
+        # depth, a classifier dropout) keep their rates
+        return DropRateScheduler(model, self.method.schedule, total_steps, foreign=False)
+
+
+def _create(model: str, method: str, num_classes: int, in_channels: int,
+            options: dict[str, Any]) -> nn.Module:
+    if external.is_external(model):
+        return external.build(model, num_classes, in_channels, **options)
+    try:
+        return create(model, num_classes, in_channels, **options)
+    except (TypeError, ValueError) as err:  # the spec's model, options or rates don't fit
+        raise SpecError(f"method {method!r}: {err}") from err
 
 
 def build_recipe(spec: ExperimentSpec, name: str, num_classes: int, in_channels: int) -> Recipe:
@@ -144,10 +161,9 @@ def build_recipe(spec: ExperimentSpec, name: str, num_classes: int, in_channels:
         kwargs["batchnorm"] = True
     if method.model is None or method.model == spec.model:
         kwargs = {**spec.model_options, **kwargs}
-    try:
-        model = create(model_name, num_classes, in_channels, **kwargs)
-    except (TypeError, ValueError) as err:  # the spec's model, options or rates don't fit
-        raise SpecError(f"method {name!r}: {err}") from err
+    model = _create(model_name, name, num_classes, in_channels, kwargs)
+    if spec.weights is not None:
+        external.load_weights(model, spec.weights)
     if rules:
         regularize(model, rules)
     return Recipe(model, method)

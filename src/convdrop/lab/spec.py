@@ -89,7 +89,12 @@ class ExperimentSpec(BaseModel):
     epochs: int = Field(15, ge=1, description="training epochs")
     data: str = Field("digits", description="digits | synthetic | cifar10:PATH | "
                       "cifar100:PATH | folder:PATH")
-    model: str = Field("simple_cnn", description="model: " + " | ".join(models.names()))
+    model: str = Field("simple_cnn", description="model: " + " | ".join(models.names())
+                       + ", or torchvision:NAME | timm:NAME (any registry name, random "
+                       "weights)")
+    weights: str | None = Field(None, description="local state_dict file to load into the "
+                                "model (never downloaded); keys that do not fit the data, "
+                                "such as the classifier, stay fresh")
     model_options: dict[str, int | float | bool | str] = Field(
         default_factory=dict, description="model option (repeatable)",
         examples=[{"width": 16}], json_schema_extra={"flag": "model-option"})

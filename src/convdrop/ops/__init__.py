@@ -9,8 +9,12 @@ from convdrop.ops.functional import (
     cutout,
     cutout_mask,
     drop_block,
+    drop_path,
     dropout,
     spatial_dropout,
 )
 
-__all__ = ["block_mask", "cutout", "cutout_mask", "drop_block", "dropout", "spatial_dropout"]
+__all__ = [
+    "block_mask", "cutout", "cutout_mask", "drop_block", "drop_path", "dropout",
+    "spatial_dropout",
+]

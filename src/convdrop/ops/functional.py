@@ -20,7 +20,10 @@ from convdrop.ops.autograd import Painter
 from convdrop.ops.gamma import drop_seed_rate
 from convdrop.ops.sampling import Geometry, sample_seeds
 
-__all__ = ["block_mask", "cutout", "cutout_mask", "drop_block", "dropout", "spatial_dropout"]
+__all__ = [
+    "block_mask", "cutout", "cutout_mask", "drop_block", "drop_path", "dropout",
+    "spatial_dropout",
+]
 
 
 def _gamma(geometry: Geometry, p: float, calibrated: bool) -> float:
@@ -203,6 +206,32 @@ def dropout(
     """
     v.check_float_tensor(x)
     return _drop_units(x, p, x.shape, training, generator)
+
+
+def drop_path(
+    x: torch.Tensor, p: float, *, training: bool = True, mode: str = "row",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Stochastic depth (Huang et al. 2016): drop a residual branch per sample.
+
+    Put it on a branch before the residual add; a dropped sample's branch is all zeros,
+    a kept one is scaled by 1 / (1 - p), so the sum keeps its expected value.
+
+    Args:
+        x (Tensor[N, ...]): the branch's output.
+        mode: "row" draws one keep per sample, "batch" one for the whole batch
+            (torchvision's ``StochasticDepth`` modes).
+    """
+    v.check_float_tensor(x)
+    p = v.check_p(p)
+    if mode not in ("row", "batch"):
+        raise ValueError(f"mode must be 'row' or 'batch', got {mode!r}")
+    v.check_generator(generator, x.device)
+    if not training or p == 0.0:
+        return x
+    noise_shape = (x.shape[0] if mode == "row" else 1, *([1] * (x.dim() - 1)))
+    keep = _uniform(noise_shape, generator, x.device) >= p
+    return _keep_scaled(x, keep, p)
 
 
 def cutout_mask(

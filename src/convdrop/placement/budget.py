@@ -1,23 +1,25 @@
 """What a model drops: its regularizer sites, and the expected drop budget per forward.
 
-``sites`` lists every regularizer (convdrop's, torch's dropout layers, and those
-inserted by :func:`convdrop.regularize`); ``drop_budget`` turns them into the expected
-fraction of activations dropped per forward pass, so location and magnitude compare.
+``sites`` lists every regularizer (convdrop's, torch's dropout layers, timm's
+``DropBlock2d`` and ``DropPath``, torchvision's ``StochasticDepth`` and ``DropBlock2d``,
+and those inserted by :func:`convdrop.regularize`); ``drop_budget`` turns them into the
+expected fraction of activations dropped per forward pass, so location and magnitude
+compare. Each library's real drop is used (:mod:`convdrop.placement.foreign`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from convdrop import layers as L
-from convdrop.ops import validate as v
-from convdrop.ops.gamma import clip_block, expected_drop_fraction, paper_gamma
-from convdrop.placement.rules import DROPBLOCKS, inserted_modules, site_hooks, site_kind
+from convdrop.placement import foreign
+from convdrop.placement.foreign import expected_fraction
+from convdrop.placement.hooks import probe
+from convdrop.placement.rules import inserted_modules, site_hooks, site_kind
 
 __all__ = ["Site", "drop_budget", "expected_fraction", "sites"]
 
@@ -34,6 +36,8 @@ class Site:
             the example input; None without one, or if the forward never reached it.
         target: path of the module it is hooked to, for sites added by ``regularize``.
         position: "after" or "before" for sites added by ``regularize``, else None.
+        source: the library of its class: "convdrop", "torch", "timm", "torchvision"
+            (None for a module a rule's factory built that convdrop does not know).
     """
 
     path: str
@@ -43,12 +47,13 @@ class Site:
     map_shape: tuple[int, ...] | None = None
     target: str | None = None
     position: str | None = None
+    source: str | None = None
 
 
 def _site_modules(model: nn.Module) -> dict[str, nn.Module]:
     inserted = inserted_modules(model)
     return {path: m for path, m in model.named_modules()
-            if isinstance(m, (L.Regularizer, nn.modules.dropout._DropoutNd)) or id(m) in inserted}
+            if foreign.describe(m) is not None or id(m) in inserted}
 
 
 def _hooked_to(model: nn.Module) -> dict[int, tuple[str, str]]:
@@ -73,21 +78,16 @@ def _run(model: nn.Module, example_input: object, watch: dict[str, nn.Module]
     handles = [m.register_forward_pre_hook(record(path)) for path, m in watch.items()]
     handles += [m.register_forward_hook(count) for m in model.modules()
                 if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
-    modes = {m: m.training for m in model.modules()}
     try:
-        model.eval()
-        with torch.no_grad():
-            model(*example_input) if isinstance(example_input, tuple) else model(example_input)
+        probe(model, example_input)
     finally:
         for handle in handles:
             handle.remove()
-        for m, mode in modes.items():
-            m.training = mode
     return shapes, counted[0]
 
 
 def sites(model: nn.Module, example_input: object = None) -> list[Site]:
-    """Every regularizer in ``model`` (convdrop's, torch's dropouts, and inserted ones).
+    """Every regularizer in ``model``: convdrop's, torch's, timm's, torchvision's, inserted ones.
 
     Args:
         example_input: optional input (or tuple of inputs) for one eval-mode forward
@@ -98,29 +98,18 @@ def sites(model: nn.Module, example_input: object = None) -> list[Site]:
     hooked = _hooked_to(model)
     found = []
     for path, m in modules.items():
-        p = getattr(m, "p", None)
+        info = foreign.describe(m)
+        p = foreign.get_rate(m) if info else getattr(m, "p", None)
         target, position = hooked.get(id(m), (None, None))
         seen = shapes.get(path)
+        dropblock = info is not None and info.kind == "dropblock"
         found.append(Site(
             path=path, kind=site_kind(m), p=float(p) if isinstance(p, (int, float)) else None,
-            block_size=getattr(m, "block_size", None) if isinstance(m, DROPBLOCKS) else None,
+            block_size=getattr(m, "block_size", None) if dropblock else None,
             map_shape=seen[0] if seen else None, target=target, position=position,
+            source=info.source if info else None,
         ))
     return found
-
-
-def expected_fraction(module: nn.Module, shape: Sequence[int]) -> float:
-    """Expected fraction of a (N, C, *spatial) input of ``shape`` that ``module`` drops.
-
-    ``p`` for dropout, spatial dropout and calibrated DropBlock; for
-    ``calibrated=False`` DropBlock, the exact fraction the paper's gamma gives.
-    """
-    p = float(getattr(module, "p", 0.0) or 0.0)
-    if not isinstance(module, DROPBLOCKS) or module.calibrated or p in (0.0, 1.0):
-        return p
-    spatial = tuple(shape[2:])
-    block = clip_block(spatial, v.check_block_size(module.block_size, len(spatial)))
-    return expected_drop_fraction(spatial, block, paper_gamma(spatial, block, p))
 
 
 def drop_budget(model: nn.Module, example_input: object) -> dict[str, float]:

@@ -21,13 +21,23 @@ itself such a container (e.g. a torchvision stage ``layer3``) hosts nothing; its
 nearest non-container ancestor holds the child instead, as ``layer3_dropblock``.
 Wrapping the target in a container was rejected because it renames parameters
 (``conv1.weight`` -> ``conv1.0.weight``). The child's name makes a second
-``regularize`` with the same rules a no-op; :func:`unregularize` removes both halves.
+``regularize`` with the same rules a no-op, and one with other settings an error (or,
+with ``update=True``, a replacement); :func:`unregularize` removes both halves. The new
+child takes its host's train/eval mode.
 A target called at several places in ``forward`` (torchvision reuses one ``relu``
 per block) gets its regularizer applied at each call.
+
+Tracers (the hooks live in :mod:`convdrop.placement.hooks`). ``torch.fx`` never runs
+the hooks of a ``torch.nn`` leaf such as ``Conv2d``, so a target from ``torch.nn`` gets
+``__module__ = "convdrop.placement.site"`` on the instance: fx then traces through it
+and records its site as a ``call_module`` node of the regularizer (``unregularize``
+removes the mark). ``torch.jit.script`` cannot compile hooks; it is refused with a
+message that says what to do (``unregularize`` first: sites do nothing in eval mode).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass
 from fnmatch import fnmatchcase
@@ -37,15 +47,24 @@ from torch import nn
 
 from convdrop import layers as L
 from convdrop.ops import validate as v
-
-DROPBLOCKS = (L.DropBlock1d, L.DropBlock2d, L.DropBlock3d)  # also read by placement.budget
+from convdrop.placement import foreign
+from convdrop.placement.foreign import DROPBLOCKS
+from convdrop.placement.hooks import (
+    ApplySite,
+    TorchScriptSiteError,
+    inserted_modules,
+    mark_for_fx,
+    probe,
+    site_hooks,
+    unmark_for_fx,
+)
 
 __all__ = [
-    "DROPBLOCKS", "Rule", "inserted_modules", "regularize", "site_hooks", "site_kind",
-    "unregularize",
+    "DROPBLOCKS", "Rule", "TorchScriptSiteError", "inserted_modules", "is_squeeze_excitation",
+    "map_sides", "regularize", "selection", "site_hooks", "site_kind", "unregularize",
 ]
 
-KINDS = ("dropblock", "dropout", "spatial_dropout")
+KINDS = ("dropblock", "dropout", "spatial_dropout", "drop_path")
 POSITIONS = ("after", "before")
 DEFAULT_BLOCK_SIZE = 7  # the paper's ImageNet choice; the op clips it to small maps
 
@@ -64,8 +83,19 @@ class Rule:
             DropBlock dimensionality follows the target (``Conv1d`` -> 1d, ``*3d`` -> 3d,
             anything else 2d).
         match: ``fnmatch`` glob on module paths, e.g. ``"layer3.*"``; ``*`` crosses dots.
+        exclude: glob(s) of paths to leave out, e.g. ``"*.se.*"`` or ``("layer4.2.*",)``.
         types: module classes to attach to, e.g. ``(nn.Conv2d,)``, ``(nn.ReLU,)``.
+            "After a Conv2d" is its raw output: before the BatchNorm and activation
+            that follow it (conv -> drop -> BN -> ReLU). Target ``nn.BatchNorm2d`` for
+            after the BN.
         position: "after" the target's output or "before" its first input.
+        include_se: also attach inside squeeze-excitation modules (torchvision's
+            ``SqueezeExcitation``, timm's ``SqueezeExcite``/``SEModule``...). Their convs
+            see 1x1 pooled maps, where DropBlock is only channel dropout, so they are
+            left out by default.
+        min_size: smallest map side (every spatial dim) a site may see; checked only when
+            :func:`regularize` gets an ``example_input``. Default 2: no DropBlock on
+            1x1 maps.
     """
 
     regularizer: str | Callable[..., nn.Module]
@@ -73,8 +103,11 @@ class Rule:
     _: KW_ONLY
     block_size: int | tuple[int, ...] | None = None
     match: str = "*"
+    exclude: str | tuple[str, ...] = ()
     types: tuple[type[nn.Module], ...] = (nn.Conv2d,)
     position: str = "after"
+    include_se: bool = False
+    min_size: int = 2
 
     def __post_init__(self) -> None:
         reg = self.regularizer
@@ -88,6 +121,13 @@ class Rule:
                                  f"{self.block_size!r} for {reg!r}")
         if not isinstance(self.match, str) or not self.match:
             raise ValueError(f"match must be a non-empty glob string, got {self.match!r}")
+        exclude = (self.exclude,) if isinstance(self.exclude, str) else self.exclude
+        if not isinstance(exclude, (tuple, list)) or not all(
+                isinstance(g, str) and g for g in exclude):
+            raise ValueError(f"exclude must be a glob string or a tuple of them, "
+                             f"got {self.exclude!r}")
+        object.__setattr__(self, "exclude", tuple(exclude))
+        v.check_positive_int(self.min_size, "min_size")
         types = (self.types,) if isinstance(self.types, type) else tuple(self.types)
         if not types or not all(isinstance(t, type) and issubclass(t, nn.Module) for t in types):
             raise ValueError(f"types must be nn.Module subclasses, got {self.types!r}")
@@ -111,6 +151,8 @@ def _build(rule: Rule, target: nn.Module) -> nn.Module:
         return L.Dropout(rule.p)
     if rule.regularizer == "spatial_dropout":
         return L.SpatialDropout(rule.p)
+    if rule.regularizer == "drop_path":
+        return L.DropPath(rule.p)
     if rule.regularizer == "dropblock":
         cls = DROPBLOCKS[_spatial_dims(target) - 1]
         block = DEFAULT_BLOCK_SIZE if rule.block_size is None else rule.block_size
@@ -129,42 +171,96 @@ def _build(rule: Rule, target: nn.Module) -> nn.Module:
     return module
 
 
-class _ApplySite:
-    """Forward (pre-)hook that runs ``host.<name>``; picklable and deepcopy-safe."""
-
-    def __init__(self, host: nn.Module, name: str, position: str) -> None:
-        self.host, self.name, self.position = host, name, position
-
-    def __call__(self, module: nn.Module, args: tuple, output: object = None) -> object:
-        regularizer = getattr(self.host, self.name)
-        if self.position == "before":
-            if not args or not isinstance(args[0], torch.Tensor):
-                raise ValueError(f"site {self.name!r} needs a tensor as first positional input")
-            return (regularizer(args[0]), *args[1:])
-        if not isinstance(output, torch.Tensor):
-            raise ValueError(f"site {self.name!r} needs a tensor output, "
-                             f"got {type(output).__name__}")
-        return regularizer(output)
+_SE_CLASS = re.compile(r"Squeeze|Excit|^(Effective)?SE(Module|Layer|Block)?$")
 
 
-def site_hooks(module: nn.Module) -> list[tuple[dict, int, _ApplySite]]:
-    """(hook table, key, hook) of every site hook ``regularize`` registered on ``module``."""
-    found = []
-    for table in (module._forward_hooks, module._forward_pre_hooks):
-        found += [(table, key, h) for key, h in table.items() if isinstance(h, _ApplySite)]
+def is_squeeze_excitation(module: nn.Module) -> bool:
+    """Whether ``module`` is a squeeze-excitation block, by its class name (torchvision's
+    ``SqueezeExcitation``, timm's ``SqueezeExcite``, ``SEModule``, ``EffectiveSEModule``)."""
+    return any(_SE_CLASS.search(cls.__name__) for cls in type(module).__mro__[:-2])
+
+
+def _inside_se(path: str, modules: dict[str, nn.Module]) -> bool:
+    parts = path.split(".")
+    return any(is_squeeze_excitation(modules[".".join(parts[:i])]) for i in range(1, len(parts)))
+
+
+def _candidates(model: nn.Module, rule: Rule, skip: set[int]
+                ) -> tuple[list[tuple[str, nn.Module]], dict[str, int]]:
+    """Modules the rule matches, and how many were left out, by reason."""
+    modules = dict(model.named_modules())
+    found, left = [], {"exclude": 0, "squeeze-excitation": 0}
+    for path, m in modules.items():
+        if not path or id(m) in skip or not isinstance(m, rule.types) \
+                or not fnmatchcase(path, rule.match):
+            continue
+        if any(fnmatchcase(path, glob) for glob in rule.exclude):
+            left["exclude"] += 1
+        elif not rule.include_se and _inside_se(path, modules):
+            left["squeeze-excitation"] += 1
+        else:
+            found.append((path, m))
+    return found, left
+
+
+def _map_sides(model: nn.Module, example_input: object, targets: dict[str, nn.Module],
+               position: dict[str, str]) -> dict[str, tuple[int, ...]]:
+    """Spatial shape of the smallest map each target sees (its output, or input for
+    "before") in one eval-mode, no-grad forward of ``example_input``."""
+    seen: dict[str, tuple[int, ...]] = {}
+
+    def keep(path: str, x: object) -> None:
+        if isinstance(x, torch.Tensor) and x.dim() >= 3:
+            sides = tuple(x.shape[2:])
+            if path not in seen or min(sides) < min(seen[path]):
+                seen[path] = sides
+
+    handles = []
+    for path, m in targets.items():
+        if position[path] == "before":
+            handles.append(m.register_forward_pre_hook(
+                lambda _m, args, path=path: keep(path, args[0] if args else None)))
+        else:
+            handles.append(m.register_forward_hook(
+                lambda _m, _args, out, path=path: keep(path, out)))
+    try:
+        probe(model, example_input)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
+def selection(model: nn.Module, rule: Rule, sides: dict[str, tuple[int, ...]] | None = None
+              ) -> tuple[list[tuple[str, nn.Module]], dict[str, int]]:
+    """(path, module) of every target of ``rule``, and how many matches were left out by
+    reason ("exclude", "squeeze-excitation", "smaller than min_size")."""
+    found, left = _candidates(model, rule, inserted_modules(model))
+    if sides is not None:
+        small = [(p, m) for p, m in found if p in sides and min(sides[p]) < rule.min_size]
+        left["smaller than min_size"] = len(small)
+        found = [(p, m) for p, m in found if (p, m) not in small]
+    return found, left
+
+
+def map_sides(model: nn.Module, rules: Sequence[Rule], example_input: object
+              ) -> dict[str, tuple[int, ...]]:
+    """Spatial shape of the smallest map each candidate target of ``rules`` sees."""
+    skip = inserted_modules(model)
+    position = {path: r.position for r in rules for path, _ in _candidates(model, r, skip)[0]}
+    targets = {path: model.get_submodule(path) for path in position}
+    return _map_sides(model, example_input, targets, position)
+
+
+def _targets(model: nn.Module, rule: Rule, sides: dict[str, tuple[int, ...]] | None
+             ) -> list[tuple[str, nn.Module]]:
+    found, left = selection(model, rule, sides)
+    if not found:
+        names = sorted({t.__name__ for t in rule.types})
+        why = ", ".join(f"{n} left out by {k}" for k, n in left.items() if n)
+        raise ValueError(f"{rule!r} matches no module: no path fits match={rule.match!r} "
+                         f"with a type in {names}" + (f" ({why})" if why else ""))
     return found
-
-
-def inserted_modules(model: nn.Module) -> set[int]:
-    """ids of every module that ``regularize`` inserted into ``model``."""
-    return {id(getattr(h.host, h.name)) for m in model.modules() for _, _, h in site_hooks(m)
-            if hasattr(h.host, h.name)}
-
-
-def _targets(model: nn.Module, rule: Rule, skip: set[int]) -> list[tuple[str, nn.Module]]:
-    return [(path, m) for path, m in model.named_modules()
-            if path and id(m) not in skip and isinstance(m, rule.types)
-            and fnmatchcase(path, rule.match)]
 
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)  # their forward walks children
@@ -189,46 +285,82 @@ def _host(model: nn.Module, path: str, rule: Rule, module: nn.Module
     return model.get_submodule(host_path), host_path, f"{rel}{kind}"
 
 
-def _plan(model: nn.Module, rules: list[Rule]) -> list[tuple]:
+def _settings(module: nn.Module) -> tuple:
+    """What a re-``regularize`` compares: class, target rate and block."""
+    return (type(module), foreign.target_rate(module), getattr(module, "block_size", None))
+
+
+def _changed(existing: nn.Module, module: nn.Module, site: str, rule: Rule, update: bool
+             ) -> bool:
+    """Whether an existing site must be replaced; raises if it differs and not ``update``."""
+    old, new = _settings(existing), _settings(module)
+    if old == new:
+        return False
+    said = f"{old[0].__name__}(p={old[1]}, block_size={old[2]})"
+    asked = f"{new[0].__name__}(p={new[1]}, block_size={new[2]})"
+    if not update:
+        raise ValueError(f"site {site} exists as {said} but {rule!r} asks for {asked}; pass "
+                         f"update=True to replace it, or unregularize(model) first")
+    if foreign.owner(existing) is not None:
+        raise ValueError(f"site {site} is ramped by a live DropRateScheduler; call its "
+                         f"release() before regularize(..., update=True) changes it to {asked}")
+    return True
+
+
+def _plan(model: nn.Module, rules: list[Rule], sides: dict[str, tuple[int, ...]] | None,
+          update: bool) -> list[tuple]:
     """Every (target, host, name, regularizer, position) to add; raises before any change."""
     skip, planned, plan = inserted_modules(model), set(), []
     for rule in rules:
-        targets = _targets(model, rule, skip)
-        if not targets:
-            names = sorted({t.__name__ for t in rule.types})
-            raise ValueError(f"{rule!r} matches no module: no path fits match={rule.match!r} "
-                             f"with a type in {names}")
-        for path, target in targets:
+        for path, target in _targets(model, rule, sides):
             module = _build(rule, target)
             host, host_path, name = _host(model, path, rule, module)
+            site = ".".join(filter(None, (host_path, name)))
             existing = host._modules.get(name)
-            if (id(host), name) in planned or existing is not None and id(existing) in skip:
+            if (id(host), name) in planned:
+                continue
+            if existing is not None and id(existing) in skip:
+                if _changed(existing, module, site, rule, update):
+                    planned.add((id(host), name))
+                    plan.append((None, host, name, module, rule.position))
                 continue
             if hasattr(host, name):
-                raise ValueError(f"cannot add site {'.'.join(filter(None, (host_path, name)))} "
-                                 f"for {rule!r}: that attribute already exists")
+                raise ValueError(f"cannot add site {site} for {rule!r}: that attribute "
+                                 f"already exists")
             planned.add((id(host), name))
             plan.append((target, host, name, module, rule.position))
     return plan
 
 
-def regularize(model: nn.Module, rules: Rule | Sequence[Rule]) -> nn.Module:
+def regularize(model: nn.Module, rules: Rule | Sequence[Rule], *,
+               example_input: object = None, update: bool = False) -> nn.Module:
     """Insert a fresh regularizer at every match of every rule; returns ``model`` (in place).
 
     Every rule is checked before anything changes: a rule that matches no module
-    raises ``ValueError`` naming it. Sites that already exist are left alone, so
-    applying the same rules twice adds nothing the second time.
+    raises ``ValueError`` naming it. Sites that already exist with the same settings
+    are left alone, so applying the same rules twice adds nothing the second time; a
+    rule that asks an existing site for another regularizer, ``p`` or block raises
+    ``ValueError``, unless ``update=True``, which replaces it.
+
+    Args:
+        example_input: optional input (or tuple of inputs) for one eval-mode forward that
+            measures each target's map, so each rule's ``min_size`` applies.
+        update: replace existing sites whose settings differ from the rules.
     """
     rules = [rules] if isinstance(rules, Rule) else list(rules)
     if not rules or not all(isinstance(r, Rule) for r in rules):
         raise ValueError(f"rules must be a Rule or a non-empty list of Rules, got {rules!r}")
-    for target, host, name, module, position in _plan(model, rules):
-        host.register_module(name, module)
-        hook = _ApplySite(host, name, position)
+    sides = None if example_input is None else map_sides(model, rules, example_input)
+    for target, host, name, module, position in _plan(model, rules, sides, update):
+        host.register_module(name, module.train(host.training))  # an eval model stays so
+        if target is None:  # an update: the hook already calls host.<name>
+            continue
+        hook = ApplySite(host, name, position)
         if position == "before":
             target.register_forward_pre_hook(hook)
         else:
             target.register_forward_hook(hook)
+        mark_for_fx(target)
     return model
 
 
@@ -239,18 +371,12 @@ def unregularize(model: nn.Module) -> nn.Module:
             del table[key]
             if hook.name in hook.host._modules:
                 delattr(hook.host, hook.name)
+        unmark_for_fx(module)
     return model
 
 
-_CHANNEL_DROPOUTS = (L.SpatialDropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
-
-
 def site_kind(module: nn.Module) -> str:
-    """"dropblock", "spatial_dropout", "dropout", or the class name in lower case."""
-    if isinstance(module, DROPBLOCKS):
-        return "dropblock"
-    if isinstance(module, _CHANNEL_DROPOUTS):
-        return "spatial_dropout"
-    if isinstance(module, (L.Dropout, nn.Dropout)):
-        return "dropout"
-    return type(module).__name__.lower()
+    """"dropblock", "spatial_dropout", "dropout", "drop_path", "stochastic_depth", or the
+    class name in lower case."""
+    info = foreign.describe(module)
+    return info.kind if info else type(module).__name__.lower()
