@@ -67,10 +67,12 @@ def reference(tmp_path_factory) -> Path:
 
 # --- kill -9 ---------------------------------------------------------------------------------
 
+KILL_EPOCHS = 12  # long enough that the kill lands mid-training on a quiet machine too
+
 @pytest.fixture(scope="module")
 def reference_two_workers() -> list[dict]:
     """The results of ``compare --workers 2``, computed here with a worker's thread count."""
-    spec = build_spec(overrides={**TINY, "workers": 2, "epochs": 3})
+    spec = build_spec(overrides={**TINY, "workers": 2, "epochs": KILL_EPOCHS})
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))
     try:
@@ -85,11 +87,12 @@ def reference_two_workers() -> list[dict]:
                                   pytest.param(2, marks=pytest.mark.slow)])
 def test_kill_9_at_a_seeded_moment_keeps_runs_and_resumes_bit_identical(
         tmp_path, seed, reference_two_workers):
-    """kill -9 of ``compare --workers 2`` at a seeded moment after training starts."""
-    spec = build_spec(overrides={**TINY, "workers": 2, "epochs": 3})
+    """kill -9 of ``compare --workers 2`` at a seeded moment while it trains (within a
+    quarter second of the first epoch's row; the runs take about a second each)."""
+    spec = build_spec(overrides={**TINY, "workers": 2, "epochs": KILL_EPOCHS})
     cwd, out = tmp_path / "cwd", tmp_path / "cwd" / "out"
     cwd.mkdir()
-    flags = [*FLAGS, "--epochs", "3", "--workers", "2"]  # the last --epochs counts
+    flags = [*FLAGS, "--epochs", str(KILL_EPOCHS), "--workers", "2"]  # the last counts
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     runner = subprocess.Popen([sys.executable, "-m", "convdrop", "compare", *flags, "--out",
                                "out"], cwd=cwd, env=env, start_new_session=True,
@@ -99,7 +102,8 @@ def test_kill_9_at_a_seeded_moment_keeps_runs_and_resumes_bit_identical(
         while not list(out.glob("runs/*/seed0/metrics.csv")) and time.monotonic() < deadline:
             assert runner.poll() is None, "compare ended before training"
             time.sleep(0.05)
-        time.sleep(random.Random(seed).uniform(0.0, 2.0))
+        time.sleep(random.Random(seed).uniform(0.0, 0.25))
+        assert runner.poll() is None, "compare finished before the kill: lengthen the runs"
         runner.send_signal(signal.SIGKILL)
         runner.wait(timeout=60)
         assert wait_until_gone(runner.pid) == []  # no worker trains on
