@@ -202,7 +202,7 @@ class DropPath(Regularizer):
         else:
             if isinstance(x, torch.fx.Proxy):
                 return _fx_node(self, x)
-            return F.drop_path(x, self.p, training=self.training, mode=self.mode,
+            return F.drop_path(x, self.rate(), training=self.training, mode=self.mode,
                                generator=self.generator)
 
     def extra_repr(self) -> str:

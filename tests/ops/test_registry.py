@@ -15,7 +15,7 @@ import torch._dynamo
 from torch import nn
 from torch._dynamo.utils import counters
 
-from convdrop import DropBlock2d, Dropout, SpatialDropout, drop_block
+from convdrop import DropBlock2d, Dropout, DropPath, SpatialDropout, drop_block
 from convdrop.ops import device as generic
 from convdrop.ops import dispatch as _dispatch
 from convdrop.ops import native as _native
@@ -89,23 +89,26 @@ def dropped_fraction(y: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("layer", [lambda: DropBlock2d(0.1, 3), lambda: SpatialDropout(0.1),
-                                   lambda: Dropout(0.1)])
-def test_a_scheduled_p_never_recompiles_and_the_graph_follows_it(backend, layer):
+@pytest.mark.parametrize("layer,shape", [
+    (lambda: DropBlock2d(0.1, 3), (8, 16, 16, 16)), (lambda: SpatialDropout(0.1), (8, 16, 8, 8)),
+    (lambda: Dropout(0.1), (8, 16, 8, 8)), (lambda: DropPath(0.1), (256, 2, 4, 4)),
+])
+def test_a_scheduled_p_never_recompiles_and_the_graph_follows_it(backend, layer, shape):
     """A scheduler sets a new ``p`` every step: one graph, and each call drops at that p
-    (p = 0 keeps everything, p = 1 drops everything, in between within 8 SE)."""
+    (p = 0 keeps everything, p = 1 drops everything, in between within 8 SE of at least
+    128 independent draws: maps, channels, units or samples)."""
     torch.manual_seed(0)
     with _native.forced(backend):
         model = layer()
         compiled = torch.compile(model, fullgraph=True)
-        x = torch.ones(8, 16, 16, 16, requires_grad=True)
+        x = torch.ones(shape, requires_grad=True)
         for p in (0.0, 0.05, 0.2, 0.5, 1.0, 0.3, 0.0, 0.7):
             model.p = p
             y = compiled(x)
             y.sum().backward()
             if p in (0.0, 1.0):
                 assert dropped_fraction(y) == p
-            else:  # at most 8 * 16 * 16 * 16 units, at least 8 * 16 independent ones
+            else:
                 assert abs(dropped_fraction(y) - p) < 8 * (p * (1 - p) / 128) ** 0.5
     assert counters["stats"]["unique_graphs"] == 1 and dict(counters["graph_break"]) == {}
 

@@ -209,7 +209,7 @@ def dropout(
 
 
 def drop_path(
-    x: torch.Tensor, p: float, *, training: bool = True, mode: str = "row",
+    x: torch.Tensor, p: float | torch.Tensor, *, training: bool = True, mode: str = "row",
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Stochastic depth (Huang et al. 2016): drop a residual branch per sample.
@@ -219,19 +219,15 @@ def drop_path(
 
     Args:
         x (Tensor[N, ...]): the branch's output.
+        p: a float, or a 0-dim CPU tensor (see :func:`drop_block`).
         mode: "row" draws one keep per sample, "batch" one for the whole batch
             (torchvision's ``StochasticDepth`` modes).
     """
     v.check_float_tensor(x)
-    p = v.check_p(p)
     if mode not in ("row", "batch"):
         raise ValueError(f"mode must be 'row' or 'batch', got {mode!r}")
-    v.check_generator(generator, x.device)
-    if not training or p == 0.0:
-        return x
     noise_shape = (x.shape[0] if mode == "row" else 1, *([1] * (x.dim() - 1)))
-    keep = _uniform(noise_shape, generator, x.device) >= p
-    return _keep_scaled(x, keep, p)
+    return _drop_units(x, p, noise_shape, training, generator)
 
 
 def cutout_mask(
