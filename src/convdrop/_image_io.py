@@ -10,7 +10,8 @@ used. Pillow is imported on first use, so importing this module stays cheap.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,21 +35,9 @@ def decode_image(path: str | Path, transform: Callable[[Image], Image]) -> np.nd
     and ``ImageReadError`` (a ``ValueError``) for an empty, corrupt or truncated file
     or a decompression bomb; both messages name ``path``.
     """
-    from PIL import Image as PILImage
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    if path.stat().st_size == 0:
-        raise ImageReadError(f"cannot read image {path} (empty file)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            with PILImage.open(path) as img:
-                img.load()  # decode everything now: truncation fails here, not later
-                pixels = np.array(transform(img), dtype=np.uint8)
-    except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError, bomb errors...
-        raise ImageReadError(f"cannot read image {path} ({type(err).__name__}: {err})") from None
+    with _opened(path) as img:
+        img.load()  # decode everything now: truncation fails here, not later
+        pixels = np.array(transform(img), dtype=np.uint8)
     return pixels.reshape(*pixels.shape[:2], -1)  # (H, W) grayscale gets its channel axis
 
 
@@ -56,6 +45,15 @@ def check_header(path: str | Path) -> None:
     """Open the image at ``path`` without decoding its pixels: a missing, empty or
     unrecognized file, or a header of a decompression bomb, raises as
     :func:`decode_image` would (a truncated body is only found by decoding)."""
+    with _opened(path) as img:
+        if img.width < 1 or img.height < 1:
+            raise ValueError(f"size {img.width}x{img.height}")
+
+
+@contextmanager
+def _opened(path: str | Path) -> Iterator[Image]:
+    """Pillow's image at ``path`` with every failure inside the block (and a bomb warning)
+    an ``ImageReadError`` naming the file; a missing file a ``FileNotFoundError``."""
     from PIL import Image as PILImage
 
     path = Path(path)
@@ -67,7 +65,6 @@ def check_header(path: str | Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
             with PILImage.open(path) as img:
-                if img.width < 1 or img.height < 1:
-                    raise ValueError(f"size {img.width}x{img.height}")
+                yield img
     except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError, bomb errors...
         raise ImageReadError(f"cannot read image {path} ({type(err).__name__}: {err})") from None

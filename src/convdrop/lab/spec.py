@@ -201,8 +201,9 @@ def _problem_text(problem: Any, where: str) -> str:
     return text
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a spec file into a flat dict of spec fields; only known tables are allowed."""
+def load_toml(path: Path, tables: tuple[str, ...], expected: str) -> dict[str, Any]:
+    """A spec file's tables; every problem (missing, not TOML, not UTF-8, nested too
+    deeply, a table not in ``tables``) is a one-line error naming the file."""
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"spec file {str(path)!r} does not exist")
@@ -214,12 +215,16 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise SpecError(f"spec file {str(path)!r} is not UTF-8 text: {err}") from None
     except RecursionError:
         raise SpecError(f"spec file {str(path)!r} is nested too deeply to be a spec") from None
-    unknown = set(raw) - {"experiment", "methods"}
+    unknown = set(raw) - set(tables)
     if unknown:
-        raise SpecError(
-            f"spec file {str(path)!r}: unknown table(s) {sorted(unknown)}; "
-            "expected [experiment] and [methods.NAME]"
-        )
+        raise SpecError(f"spec file {str(path)!r}: unknown table(s) {sorted(unknown)}; "
+                        f"expected {expected}")
+    return raw
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a spec file into a flat dict of spec fields; only known tables are allowed."""
+    raw = load_toml(path, ("experiment", "methods"), "[experiment] and [methods.NAME]")
     fields = dict(raw.get("experiment", {}))
     if "method_options" in fields:
         raise SpecError("spec key experiment.method_options: use [methods.NAME] tables instead")

@@ -19,7 +19,6 @@ value.
 from __future__ import annotations
 
 import itertools
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -28,19 +27,14 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from convdrop.errors import MissingFileError, SpecError
+from convdrop.errors import SpecError
 from convdrop.lab.base_methods import BASE_METHODS
 from convdrop.lab.methods import build_recipe
-from convdrop.lab.spec import ExperimentSpec, build_spec, format_validation_error
+from convdrop.lab.spec import ExperimentSpec, build_spec, format_validation_error, load_toml
 from convdrop.lab.sweep_presets import DEFAULT_PRESET, sweep_preset
 from convdrop.lab.sweep_settings import AXES, SweepSettings, one_line
 from convdrop.lab.trainer import load_run_data
 from convdrop.placement import drop_budget
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 __all__ = ["AXES", "Point", "Sweep", "SweepSettings", "build_sweep", "read_sweep_toml"]
 
@@ -216,17 +210,8 @@ def budget_probe(spec: ExperimentSpec, method: str) -> float:
 
 def read_sweep_toml(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """The ``[experiment]`` and ``[sweep]`` tables of a sweep spec file."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"spec file {str(path)!r} does not exist")
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise SpecError(f"spec file {str(path)!r} is not valid TOML: {err}") from err
-    unknown = sorted(set(raw) - {"experiment", "sweep"})
-    if unknown:
-        raise SpecError(f"spec file {str(path)!r}: unknown table(s) {unknown}; a sweep takes "
-                        "[experiment] and [sweep] (its methods are generated)")
+    raw = load_toml(path, ("experiment", "sweep"),
+                    "[experiment] and [sweep] (a sweep generates its methods)")
     experiment, sweep = dict(raw.get("experiment", {})), dict(raw.get("sweep", {}))
     for key in ("methods", "method_options", "preset"):
         if key in experiment:
