@@ -576,10 +576,10 @@ def test_only_folders_stream() -> None:
 
 def test_a_folder_too_big_for_memory_is_refused_before_decoding(tmp_path: Path,
                                                                monkeypatch) -> None:
-    import convdrop.lab.data as data_module
+    from convdrop.lab.data import streamed
 
     root = write_image_folder(tmp_path / "d", {"a": 3, "b": 3}, size=(8, 8))
-    monkeypatch.setattr(data_module, "_available_memory", lambda: 2 * 18 * 3 * 64 * 64 * 4 - 1)
+    monkeypatch.setattr(streamed, "available_memory", lambda: 2 * 18 * 3 * 64 * 64 * 4 - 1)
     with pytest.raises(DataError, match=r"in memory needs about 0\.0 GiB \(18 images at 64x64"):
         load_dataset(f"folder:{root}", image_size=64, mode="memory")
     assert load_dataset(f"folder:{root}", image_size=63, mode="memory").image_size == 63

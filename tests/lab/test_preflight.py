@@ -54,7 +54,7 @@ def test_did_you_mean() -> None:
 def test_an_image_size_the_model_cannot_take_is_named_before_training() -> None:
     import dataclasses
 
-    from convdrop.lab.trainer import load_run_data
+    from convdrop.lab.run_data import load_run_data
 
     chosen = spec(model_options={"width": 8})
     tiny = dataclasses.replace(load_run_data(chosen, 0), image_size=4)

@@ -121,18 +121,18 @@ def test_two_gloo_ranks_read_disjoint_halves_and_score_every_image_once(folder, 
 def test_loader_workers_default_by_data_and_parallel_runs(monkeypatch):
     import torch
 
-    from convdrop.lab import trainer
+    from convdrop.lab import run_data
 
-    monkeypatch.setattr(trainer.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(run_data.os, "cpu_count", lambda: 16)
     spec = build_spec(overrides={"methods": ["control"]})
-    assert trainer.loader_workers(spec, streaming=False) == 0
-    assert trainer.loader_workers(spec, streaming=True) == 8
+    assert run_data.loader_workers(spec, streaming=False) == 0
+    assert run_data.loader_workers(spec, streaming=True) == 8
     four = spec.model_copy(update={"workers": 4})
-    assert trainer.loader_workers(four, streaming=True) == 4
-    assert trainer.loader_workers(spec.model_copy(update={"loader_workers": 3}), False) == 3
+    assert run_data.loader_workers(four, streaming=True) == 4
+    assert run_data.loader_workers(spec.model_copy(update={"loader_workers": 3}), False) == 3
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    assert [trainer.on_cuda(None, cuda), trainer.on_cuda(None, cpu)] == [True, False]
-    assert [trainer.on_cuda(False, cuda), trainer.on_cuda(True, cpu)] == [False, True]
+    assert [run_data.on_cuda(None, cuda), run_data.on_cuda(None, cpu)] == [True, False]
+    assert [run_data.on_cuda(False, cuda), run_data.on_cuda(True, cpu)] == [False, True]
 
 
 def test_a_worker_error_comes_back_as_its_own_line():

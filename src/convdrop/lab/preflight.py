@@ -24,9 +24,9 @@ from convdrop._devices import resolve_device
 from convdrop.errors import RunFolderError, SpecError, did_you_mean
 from convdrop.lab.data import Datasets
 from convdrop.lab.methods import build_recipe, resolve
+from convdrop.lab.run_data import load_run_data
 from convdrop.lab.spec import ExperimentSpec
 from convdrop.lab.store import RunPaths
-from convdrop.lab.trainer import load_run_data
 
 __all__ = ["check_models", "check_runs", "preflight", "settings_diff"]
 

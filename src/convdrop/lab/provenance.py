@@ -19,8 +19,8 @@ from convdrop._devices import resolve_device
 from convdrop.lab.data import DEFAULT_FOLDER_SIZE, DEFAULT_IMAGE_SIZE
 from convdrop.lab.data import streams as _streams
 from convdrop.lab.methods import resolve
+from convdrop.lab.run_data import loader_workers
 from convdrop.lab.spec import ExperimentSpec
-from convdrop.lab.trainer import loader_workers
 
 __all__ = ["duration", "method_settings", "run_info"]
 

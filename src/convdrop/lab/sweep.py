@@ -30,10 +30,10 @@ from pydantic import ValidationError
 from convdrop.errors import SpecError
 from convdrop.lab.base_methods import BASE_METHODS
 from convdrop.lab.methods import build_recipe
+from convdrop.lab.run_data import load_run_data
 from convdrop.lab.spec import ExperimentSpec, build_spec, format_validation_error, load_toml
 from convdrop.lab.sweep_presets import DEFAULT_PRESET, sweep_preset
 from convdrop.lab.sweep_settings import AXES, SweepSettings, one_line
-from convdrop.lab.trainer import load_run_data
 from convdrop.placement import drop_budget
 
 __all__ = ["AXES", "Point", "Sweep", "SweepSettings", "build_sweep", "read_sweep_toml"]

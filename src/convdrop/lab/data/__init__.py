@@ -38,69 +38,40 @@ images; ``seed`` only picks the ``train_size`` subset. Bad paths, layouts or fil
 from __future__ import annotations
 
 import dataclasses
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import TensorDataset
 
 from convdrop.errors import DataError, did_you_mean
 from convdrop.lab.data.builtin import SYNTHETIC_CLASSES, make_synthetic, read_digits
 from convdrop.lab.data.cifar import read_cifar
+from convdrop.lab.data.datasets import Datasets
 from convdrop.lab.data.folder import read_image_folder
-from convdrop.lab.data.index import SplitIndex, index_folder
-from convdrop.lab.data.split import split_off, subset, subset_indices
-from convdrop.lab.data.stream import StreamingImages, channel_stats
-from convdrop.lab.data.transforms import RECIPES, eval_transform, train_transform
+from convdrop.lab.data.split import split_off, subset
+from convdrop.lab.data.streamed import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    check_fits_in_memory,
+    read_streamed,
+)
+from convdrop.lab.data.transforms import RECIPES
 from convdrop.ops import validate as v
 
 KINDS = ("digits", "cifar10", "cifar100", "folder", "synthetic")
 PATH_KINDS = ("cifar10", "cifar100", "folder")
 MODES = ("auto", "memory", "stream")
 NORMALIZATIONS = ("train", "imagenet", "none")
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SPLIT_SEED = 0  # fixed train/val/test split, independent of the run seed
 DIGITS_FRACTIONS = (0.6, 0.2, 0.2)  # train, val, test
 CIFAR_VAL_SIZE = 5000
 DEFAULT_IMAGE_SIZE = 32
 DEFAULT_FOLDER_SIZE = 224
-MEMORY_HEADROOM = 0.5  # an in-memory folder may take at most this share of free RAM
 
 # DataError lives in convdrop.errors (the readers raise it too); it stays importable from here.
 __all__ = ["DataError", "Datasets", "load_dataset", "normalize", "parse_spec", "streams"]
-
-
-@dataclass(frozen=True)
-class Datasets:
-    """The three splits of one dataset: ``TensorDataset(images, labels)`` in memory, or
-    :class:`StreamingImages` when ``streaming``; each item is (image, label).
-
-    In memory, images are Tensor[N, C, H, W] float32 in [0, 1] (standardized after
-    :func:`normalize`); labels are Tensor[N] int64. Streamed images come out of their
-    transform as float32 Tensor[C, S, S], already normalized and (train) augmented.
-    """
-
-    train: Dataset  # possibly a stratified train_size subset
-    val: Dataset  # for model selection and early stopping
-    test: Dataset  # report only; the same object as val when test_is_val
-    num_classes: int
-    in_channels: int  # C
-    image_size: int  # H == W
-    name: str  # "digits", "cifar10", "cifar100", "synthetic" or "folder:<dir name>"
-    classes: tuple[str, ...] = ()  # class names, index = label
-    mean: tuple[float, ...] = ()  # per-channel mean of the train split (after train_size)
-    std: tuple[float, ...] = ()  # per-channel std of the train split
-    test_is_val: bool = False  # True when a folder has no test/ and val stands in
-    streaming: bool = False  # decoded per sample from files (a folder), not held in memory
-    train_eval: Dataset | None = None  # train images without augmentation (streamed only)
-
-    @property
-    def train_scored(self) -> Dataset:
-        """The training images as evaluation sees them (no augmentation)."""
-        return self.train if self.train_eval is None else self.train_eval
 
 
 def parse_spec(spec: str) -> tuple[str, Path | None]:
@@ -172,9 +143,9 @@ def load_dataset(
         raise DataError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, "
                         f"got {normalization!r}")
     if streamed and path is not None:
-        return _read_streamed(path, size, train_size, seed, augment, normalization, cache_dir)
+        return read_streamed(path, size, train_size, seed, augment, normalization, cache_dir)
     if kind == "folder" and path is not None:
-        _check_fits_in_memory(path, size, cache_dir)
+        check_fits_in_memory(path, size, cache_dir)
 
     data = _read(kind, path, size)
     if train_size is not None:
@@ -202,58 +173,6 @@ def _streamed(kind: str, mode: str) -> bool:
         raise DataError(f"data_mode 'stream' reads image files, and {kind} has none; use "
                         "'auto' or 'memory' (it is held in memory)")
     return kind == "folder" and mode != "memory"
-
-
-def _read_streamed(path: Path, size: int, train_size: int | None, seed: int, augment: str,
-                   normalization: str, cache_dir: Path | None) -> Datasets:
-    """A folder as :class:`StreamingImages` splits over its (cached) file index."""
-    index = index_folder(path, cache_dir)
-    train = index.splits["train"]
-    name = f"folder:{path.name}"
-    if train_size is not None:
-        picked = subset_indices(train.labels, train_size, len(index.classes), seed, name)
-        if picked is not None:
-            train = SplitIndex(train.folder, train.files[picked], train.labels[picked])
-    if normalization == "train":
-        plain = eval_transform(augment, size, (0.0,) * 3, (1.0,) * 3)
-        mean, std = channel_stats(train, plain, size, cache_dir=cache_dir)
-    elif normalization == "imagenet":
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
-    else:
-        mean, std = (0.0,) * 3, (1.0,) * 3
-    scored = eval_transform(augment, size, mean, std)
-    val = StreamingImages(index.splits["val"], scored)
-    return Datasets(
-        train=StreamingImages(train, train_transform(augment, size, mean, std)),
-        val=val,
-        test=val if index.test_is_val else StreamingImages(index.splits["test"], scored),
-        num_classes=len(index.classes), in_channels=3, image_size=size, name=name,
-        classes=index.classes, mean=tuple(mean), std=tuple(std),
-        test_is_val=index.test_is_val, streaming=True,
-        train_eval=StreamingImages(train, scored),
-    )
-
-
-def _available_memory() -> int | None:
-    """Bytes of memory free now (Linux and macOS), or None where unknown."""
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _check_fits_in_memory(path: Path, size: int, cache_dir: Path | None) -> None:
-    """Refuse an in-memory folder whose float32 images would not fit, before decoding."""
-    index = index_folder(path, cache_dir)
-    count = sum(len(index.splits[s]) for s in ("train", "val")) + (
-        0 if index.test_is_val else len(index.splits["test"]))
-    needed = count * 3 * size * size * 4
-    free = _available_memory()
-    if free is not None and needed > MEMORY_HEADROOM * free:
-        raise DataError(
-            f"folder:{path} in memory needs about {needed / 2**30:.1f} GiB ({count} images at "
-            f"{size}x{size}, float32), more than half the {free / 2**30:.1f} GiB free; stream "
-            "it (data_mode = 'auto' or 'stream') or choose a smaller image_size")
 
 
 def _read(kind: str, path: Path | None, size: int) -> Datasets:
