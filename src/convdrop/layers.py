@@ -74,6 +74,18 @@ class Regularizer(nn.Module):
         # (a new tensor each time, so a graph's saved copy is never changed under it).
         self._rate = torch.tensor(self._p, dtype=torch.float64)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return _inference_only(x, self.training and self._p > 0.0)
+        else:
+            if isinstance(x, torch.fx.Proxy):
+                return _fx_node(self, x)
+            return self._drop(x)
+
+    def _drop(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer's op on ``x``, eagerly or under torch.compile (not fx, not scripting)."""
+        raise NotImplementedError
+
     def rate(self) -> float | torch.Tensor:
         """``p`` as the ops take it: the float, or its tensor under a compiler."""
         return self._rate if compiling() else self._p
@@ -103,18 +115,13 @@ class _DropBlockNd(Regularizer):
         v.check_generator(generator)
         self.generator = generator
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_scripting():
-            return _inference_only(x, self.training and self._p > 0.0)
-        else:
-            if isinstance(x, torch.fx.Proxy):
-                return _fx_node(self, x)
-            v.check_rank(tuple(x.shape), (self.spatial_dims + 2,))
-            return F.drop_block(
-                x, self.rate(), self.block_size, training=self.training,
-                shared_channels=self.shared_channels, calibrated=self.calibrated,
-                scale=self.scale, generator=self.generator, inplace=self.inplace,
-            )
+    def _drop(self, x: torch.Tensor) -> torch.Tensor:
+        v.check_rank(tuple(x.shape), (self.spatial_dims + 2,))
+        return F.drop_block(
+            x, self.rate(), self.block_size, training=self.training,
+            shared_channels=self.shared_channels, calibrated=self.calibrated,
+            scale=self.scale, generator=self.generator, inplace=self.inplace,
+        )
 
     def extra_repr(self) -> str:
         text = f"p={self.p}, block_size={self.block_size}"
@@ -155,13 +162,8 @@ class _UnitDropout(Regularizer):
         v.check_generator(generator)
         self.generator = generator
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_scripting():
-            return _inference_only(x, self.training and self._p > 0.0)
-        else:
-            if isinstance(x, torch.fx.Proxy):
-                return _fx_node(self, x)
-            return type(self).op(x, self.rate(), training=self.training, generator=self.generator)
+    def _drop(self, x: torch.Tensor) -> torch.Tensor:
+        return type(self).op(x, self.rate(), training=self.training, generator=self.generator)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -196,14 +198,9 @@ class DropPath(Regularizer):
         v.check_generator(generator)
         self.generator = generator
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_scripting():
-            return _inference_only(x, self.training and self._p > 0.0)
-        else:
-            if isinstance(x, torch.fx.Proxy):
-                return _fx_node(self, x)
-            return F.drop_path(x, self.rate(), training=self.training, mode=self.mode,
-                               generator=self.generator)
+    def _drop(self, x: torch.Tensor) -> torch.Tensor:
+        return F.drop_path(x, self.rate(), training=self.training, mode=self.mode,
+                           generator=self.generator)
 
     def extra_repr(self) -> str:
         return f"p={self.p}" + (", mode='batch'" if self.mode == "batch" else "")
