@@ -1,11 +1,12 @@
 """Helpers shared by the test modules (``from conftest import gen``).
 
-pytest puts this folder on ``sys.path`` because this file is here, so every test
-module, in any subfolder, can import these.
+``pythonpath = ["tests"]`` in pyproject.toml puts this folder on ``sys.path``, so every
+test module, in any subfolder, can import these; test modules never import each other.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -57,3 +58,39 @@ def write_image_folder(root: Path, per_class: dict[str, int], *, size: tuple[int
                 pixels = np.clip(base + noise, 0, 255).astype(np.uint8)
                 Image.fromarray(pixels).save(folder / f"{i:05d}.{fmt}")
     return root
+
+
+# The runner's fault tests (tests/lab/runs): a tiny comparison, files and processes.
+FLAGS = ["--data", "synthetic", "--train-size", "32", "--epochs", "2", "--seeds", "1",
+         "--batch-size", "16", "--methods", "control,dropblock", "--model-option", "width=4",
+         "--quiet"]
+
+
+def files(root: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under ``root``: relative path -> (content, mtime in ns)."""
+    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def session_processes(sid: int) -> list[int]:
+    """Pids of the live (not zombie) processes of session ``sid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # state, ppid, pgrp, session, ...
+        if int(fields[3]) == sid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def wait_until_gone(sid: int, seconds: float = 20.0) -> list[int]:
+    """Poll until session ``sid`` has no live process; returns what is left at the deadline."""
+    deadline = time.monotonic() + seconds
+    while (left := session_processes(sid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left

@@ -7,7 +7,7 @@ subclass also derives from the built-in error that library callers caught before
 :class:`DataError` lives here, below the data readers that raise it (it is also
 importable as ``convdrop.lab.data.DataError``); a module with an error only it raises
 subclasses :class:`UserError` where it defines it, e.g.
-:class:`convdrop.lab.engine.NonFiniteLossError`.
+:class:`convdrop.lab.train.engine.NonFiniteLossError`.
 This module imports nothing from convdrop, so every module can raise these;
 :func:`did_you_mean` adds the near-miss suggestion to a message about a name.
 """

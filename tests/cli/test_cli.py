@@ -15,7 +15,7 @@ from convdrop.errors import (
     SpecError,
     UserError,
 )
-from convdrop.lab import runner
+from convdrop.lab.runs import runner
 from convdrop.ops import native as _native
 from convdrop.ops import validate as v
 

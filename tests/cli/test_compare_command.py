@@ -14,9 +14,9 @@ import pytest
 
 from convdrop.cli import main
 from convdrop.cli.compare import failure_summary
-from convdrop.lab import preflight as preflight_module
-from convdrop.lab.spec import build_spec
-from convdrop.lab.stats import summarize
+from convdrop.lab.report.stats import summarize
+from convdrop.lab.runs import preflight as preflight_module
+from convdrop.lab.spec.experiment import build_spec
 
 ONE_RUN = ["--data", "synthetic", "--epochs", "1", "--quiet"]  # the flags train takes too
 SMALL = [*ONE_RUN, "--seeds", "1", "--workers", "1"]

@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from convdrop.cli import build_parser, compare, flags, train
-from convdrop.lab.spec import ExperimentSpec
+from convdrop.lab.spec.experiment import ExperimentSpec
 
 SHARED_ARGV = [
     "--spec", "my.toml", "--preset", "schedule", "--data", "synthetic", "--model", "resnet18",

@@ -11,10 +11,10 @@ import sys
 import pytest
 
 from convdrop.cli import main
-from convdrop.lab.checkpoint import load_checkpoint
-from convdrop.lab.run import execute
-from convdrop.lab.spec import build_spec
-from convdrop.lab.store import RunPaths, read_metrics
+from convdrop.lab.runs.run import execute
+from convdrop.lab.spec.experiment import build_spec
+from convdrop.lab.train.checkpoint import load_checkpoint
+from convdrop.lab.train.store import RunPaths, read_metrics
 
 METHOD = "dropblock_scheduled"  # linear ramp to p = 0.1
 # 48 examples, batch 16: 3 optimizer steps per epoch.

@@ -12,7 +12,7 @@ from torch import nn
 import convdrop
 from convdrop import models
 from convdrop.placement.budget import sites
-from convdrop.placement.schedules import DropRateScheduler
+from convdrop.placement.scheduler import DropRateScheduler
 
 SMALL = {  # options that keep each model quick on two CPU cores
     "simple_cnn": {"width": 8},

@@ -10,7 +10,7 @@ from torch import nn
 
 import convdrop
 from convdrop.placement import foreign
-from convdrop.placement.schedules import DropRateScheduler
+from convdrop.placement.scheduler import DropRateScheduler
 
 timm_layers = pytest.importorskip("timm.layers")
 tv_ops = pytest.importorskip("torchvision.ops")

@@ -1,4 +1,4 @@
-"""Tests for convdrop.placement.rules: rules, regularize, checkpoints, sites and the drop budget."""
+"""convdrop.placement.rules and .attach: rules, regularize, checkpoints, sites, drop budget."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 import convdrop
+from convdrop.placement.attach import regularize, unregularize
 from convdrop.placement.budget import drop_budget, expected_fraction, sites
-from convdrop.placement.rules import Rule, regularize, unregularize
+from convdrop.placement.rules import Rule
 
 
 class Net(nn.Module):

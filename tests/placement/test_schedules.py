@@ -11,7 +11,7 @@ from torch import nn
 
 import convdrop
 from convdrop.placement import schedules as S
-from convdrop.placement.schedules import DropRateScheduler
+from convdrop.placement.scheduler import DropRateScheduler
 
 
 class Net(nn.Module):
@@ -208,7 +208,7 @@ import datetime, json, os, sys
 import torch, torch.distributed as dist
 from torch import nn
 import convdrop
-from convdrop.placement.schedules import DropRateScheduler
+from convdrop.placement.scheduler import DropRateScheduler
 
 class Net(nn.Module):
     def __init__(self, p):

@@ -9,7 +9,7 @@ from torch import nn
 
 import convdrop
 from convdrop import Rule, regularize, unregularize
-from convdrop.placement.rules import TorchScriptSiteError
+from convdrop.placement.attach import TorchScriptSiteError
 
 
 class Net(nn.Module):

@@ -1,4 +1,4 @@
-"""``convdrop compare``: the flags, and the glue to :func:`convdrop.lab.runner.compare`.
+"""``convdrop compare``: the flags, and the glue to :func:`convdrop.lab.runs.runner.compare`.
 
 Every check (flags, spec, device, data, models, placements, runs already in ``--out``)
 runs before the first line is printed or the first file written. Failed runs (a
@@ -16,9 +16,9 @@ from pathlib import Path
 
 from convdrop.cli import flags
 from convdrop.errors import RunsFailedError
-from convdrop.lab import runner
-from convdrop.lab.preflight import preflight
-from convdrop.lab.stats import MethodSummary
+from convdrop.lab.report.stats import MethodSummary
+from convdrop.lab.runs import runner
+from convdrop.lab.runs.preflight import preflight
 
 FIELDS = (*flags.GRID_FIELDS, *flags.SHARED_FIELDS)
 
@@ -61,7 +61,7 @@ def _width() -> int:
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``convdrop compare``."""
     # the report (scipy) on first use, so `convdrop --help` stays fast
-    from convdrop.lab import report
+    from convdrop.lab.report import writer as report
 
     spec = flags.spec_from_args(args, FIELDS)
     out = Path(args.out) if args.out else Path("results") / spec.name

@@ -11,7 +11,7 @@ flags that were set.
 
 :func:`add_spec_flags` and :func:`spec_from_args` are the experiment settings that
 ``convdrop compare`` and ``convdrop train`` share: ``--spec``, ``--preset`` and
-:data:`SHARED_FIELDS` of :class:`convdrop.lab.spec.ExperimentSpec`.
+:data:`SHARED_FIELDS` of :class:`convdrop.lab.spec.experiment.ExperimentSpec`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
-from convdrop.lab import presets
-from convdrop.lab.spec import ExperimentSpec, build_spec
+from convdrop.lab.spec import presets
+from convdrop.lab.spec.experiment import ExperimentSpec, build_spec
 
 # The settings of one run, in help order; compare adds the grid (methods, seeds, workers).
 SHARED_FIELDS: tuple[str, ...] = (

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from convdrop.lab.presets import describe_presets
-from convdrop.lab.sweep_presets import describe_sweep_presets
+from convdrop.lab.spec.presets import describe_presets
+from convdrop.lab.sweep.presets import describe_sweep_presets
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:

@@ -1,7 +1,7 @@
 """``convdrop sweep``: "where, and how strongly?", a grid over p, block size and placement.
 
 The flags are those of ``compare`` (built from the spec) plus the ``[sweep]`` table's
-(built from :class:`convdrop.lab.sweep.SweepSettings`); everything, the drop budget of
+(built from :class:`convdrop.lab.sweep.expand.SweepSettings`); everything, the drop budget of
 every point included, is checked before anything is printed or written.
 """
 
@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 
 from convdrop.cli import flags
-from convdrop.lab.preflight import preflight
-from convdrop.lab.spec import ExperimentSpec
-from convdrop.lab.sweep import build_sweep
-from convdrop.lab.sweep_presets import DEFAULT_PRESET, SWEEP_PRESETS
-from convdrop.lab.sweep_settings import SweepSettings
+from convdrop.lab.runs.preflight import preflight
+from convdrop.lab.spec.experiment import ExperimentSpec
+from convdrop.lab.sweep.expand import build_sweep
+from convdrop.lab.sweep.presets import DEFAULT_PRESET, SWEEP_PRESETS
+from convdrop.lab.sweep.settings import SweepSettings
 
 SWEEP_FIELDS = ("method", "p", "budget", "block_size", "placement", "schedule", "pairing",
                 "control", "adaptive", "min_seeds")
@@ -53,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
     # rich and the statistics (scipy) on first use, so `convdrop --help` stays fast
     from rich.console import Console
 
-    from convdrop.lab.sweep_report import verdict
-    from convdrop.lab.sweep_runner import run_sweep
+    from convdrop.lab.sweep.report import verdict
+    from convdrop.lab.sweep.runner import run_sweep
 
     experiment = flags.given(args, ExperimentSpec, EXPERIMENT_FIELDS)
     options = experiment.pop("model_options", None)

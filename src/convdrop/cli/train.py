@@ -1,14 +1,14 @@
 """``convdrop train``: one configuration (a method and a seed), alone or under torchrun.
 
 The options are those of one run of ``convdrop compare`` (a preset, a ``--spec``
-file and flags, layered by :func:`convdrop.lab.spec.build_spec`), and the files
+file and flags, layered by :func:`convdrop.lab.spec.experiment.build_spec`), and the files
 are those of one run: ``OUT/runs/<method>/seed<S>/`` holds ``metrics.csv``,
 ``config.json``, ``checkpoint.pt`` while unfinished and ``result.json`` at the end
 (test and train accuracy, epochs, world size). So ``convdrop compare`` with the same
 spec and ``--out`` finds those runs finished and only writes its report.
 
 Started as ``torchrun --nproc-per-node K -m convdrop train ...`` the same command
-trains with DistributedDataParallel over K processes (see :mod:`convdrop.lab.distributed`);
+trains with DistributedDataParallel over K processes (see :mod:`convdrop.lab.train.distributed`);
 ``--batch-size`` is then the global batch, split evenly over the processes.
 
 An unfinished run (a checkpoint) is continued only with ``--resume``; without it
@@ -28,12 +28,12 @@ from pydantic import Field
 
 from convdrop.cli import flags
 from convdrop.errors import ArgumentError, OutputError
-from convdrop.lab.base_methods import BASE_METHODS
-from convdrop.lab.distributed import check_sync_bn, per_rank_batch, process_group
-from convdrop.lab.preflight import preflight
-from convdrop.lab.run import check_run, discard_run, execute
-from convdrop.lab.spec import ExperimentSpec
-from convdrop.lab.store import (
+from convdrop.lab.runs.preflight import preflight
+from convdrop.lab.runs.run import check_run, discard_run, execute
+from convdrop.lab.spec.base_methods import BASE_METHODS
+from convdrop.lab.spec.experiment import ExperimentSpec
+from convdrop.lab.train.distributed import check_sync_bn, per_rank_batch, process_group
+from convdrop.lab.train.store import (
     Progress,
     RunPaths,
     check_unfinished,

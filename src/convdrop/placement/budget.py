@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from convdrop.placement import foreign
+from convdrop.placement.attach import inserted_modules, site_hooks, site_kind
 from convdrop.placement.foreign import expected_fraction
 from convdrop.placement.hooks import probe
-from convdrop.placement.rules import inserted_modules, site_hooks, site_kind
 
 __all__ = ["Site", "drop_budget", "expected_fraction", "sites"]
 

@@ -1,6 +1,6 @@
 """The hooks that attach a site to its target, and what tracers see of them.
 
-``regularize`` (:mod:`convdrop.placement.rules`) registers an :class:`ApplySite` on each
+``regularize`` (:mod:`convdrop.placement.attach`) registers an :class:`ApplySite` on each
 target; it calls the regularizer its host holds as a child. Under ``torch.fx`` symbolic
 tracing the hook records that regularizer as one ``call_module`` node; a target from
 ``torch.nn`` (a leaf to fx, whose hooks fx never runs) is marked so fx traces through it.

@@ -27,9 +27,10 @@ import torch
 from torch import nn
 
 from convdrop.placement import rules as R
+from convdrop.placement.attach import regularize
 from convdrop.placement.budget import Site, sites
 from convdrop.placement.hooks import probe
-from convdrop.placement.rules import Rule, regularize
+from convdrop.placement.rules import Rule
 
 __all__ = ["PLACEMENTS", "Placement", "place"]
 

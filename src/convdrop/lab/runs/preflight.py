@@ -1,0 +1,141 @@
+"""Everything a comparison or a run would trip over, checked before anything is printed or written.
+
+:func:`preflight` checks, fastest first: the device (``--device cuda`` without CUDA is
+found in a second, not after the data), the data and ``train_size`` (by reading the
+data set, which the first run then reuses), the model and every method's placement
+(built on the ``meta`` device, so a ResNet-50 costs no memory and no time), and the
+runs already in ``--out``: one with other settings is an error that says which
+settings differ, found before the first epoch rather than in the middle of a grid.
+Each problem is a :class:`convdrop.errors.UserError` of one line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from convdrop import models
+from convdrop._devices import resolve_device
+from convdrop.errors import RunFolderError, SpecError, did_you_mean
+from convdrop.lab.data import Datasets
+from convdrop.lab.spec.methods import build_recipe, resolve
+from convdrop.lab.train.run_data import load_run_data
+from convdrop.lab.spec.experiment import ExperimentSpec
+from convdrop.lab.train.store import RunPaths
+
+__all__ = ["check_models", "check_runs", "preflight", "settings_diff"]
+
+
+def preflight(spec: ExperimentSpec, out: Path, seeds: Iterable[int]) -> None:
+    """Raise the first problem of running ``spec``'s methods with ``seeds`` into ``out``."""
+    resolve_device(spec.device)
+    check_models(spec, _data(spec))
+    check_runs(spec, out, seeds)
+
+
+def _data(spec: ExperimentSpec) -> Datasets:
+    """The data of seed 0; kept (cached) for the first run when runs train in this process.
+    A streamed folder is listed here (held in memory for the runs of this process, see
+    :mod:`convdrop.lab.data.index`) but nothing is cached on disk before every check passed."""
+    return load_run_data(spec, 0, keep=spec.workers == 1)
+
+
+def _model_name(spec: ExperimentSpec, method: str) -> str:
+    return resolve(spec, method).model or spec.model
+
+
+def check_models(spec: ExperimentSpec, data: Datasets) -> None:
+    """Build every method's model and placement on the meta device (no memory, no time)."""
+    for method in spec.methods:
+        name = _model_name(spec, method)
+        if ":" not in name and name not in models.names():
+            key = "model" if name == spec.model else f"methods.{method}.model"
+            raise SpecError(f"{key}: unknown model {name!r}{did_you_mean(name, models.names())}"
+                            f" (expected one of {', '.join(models.names())})")
+        if name == spec.model:
+            _check_model_options(name, spec.model_options)
+        with torch.device("meta"):
+            model = build_recipe(spec, method, data.num_classes, data.in_channels).model
+            _check_image_size(model.eval(), name, data)
+
+
+def _check_image_size(model: torch.nn.Module, name: str, data: Datasets) -> None:
+    """One forward of a meta image of the data's size: a model that cannot take it (too
+    small for its strides and pools) fails here, not in the first training step."""
+    size = data.image_size
+    try:
+        model(torch.empty(2, data.in_channels, size, size, device="meta"))
+    except (RuntimeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SpecError(f"image_size: model {name!r} cannot take {size}x{size} images "
+                        f"({first}); choose a larger image_size") from None
+
+
+def _check_model_options(name: str, chosen: Mapping[str, Any]) -> None:
+    if ":" in name:  # a model from another library: its builder checks its options
+        return
+    valid = models.options(name)
+    for option in chosen:
+        if option not in valid:
+            raise SpecError(f"model_options: unknown option {option!r} for model {name!r}"
+                            f"{did_you_mean(option, valid)} (expected some of "
+                            f"{', '.join(sorted(valid))})")
+
+
+def _flat(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def settings_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``["epochs 5 there, 3 now", ...]`` between two :meth:`ExperimentSpec.run_settings`."""
+    was, now = _flat(old), _flat(new)
+    names = {"shared.": "", "options.": "methods option "}
+    changes = []
+    for key in sorted(set(was) | set(now)):
+        if was.get(key) != now.get(key):
+            shown = next((key.replace(p, n, 1) for p, n in names.items() if key.startswith(p)),
+                         key)
+            changes.append(f"{shown} {was.get(key)!r} there, {now.get(key)!r} now")
+    return changes
+
+
+def _stored_spec(out: Path, paths: RunPaths) -> ExperimentSpec | None:
+    """The spec that wrote a run: its own config.json (``train``), else OUT/config.json."""
+    for path, key in ((paths.config, "spec"), (out / "config.json", None)):
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            return ExperimentSpec.model_validate(raw[key] if key else raw)
+        except (OSError, ValueError, KeyError, TypeError, ValidationError):
+            continue
+    return None
+
+
+def check_runs(spec: ExperimentSpec, out: Path, seeds: Iterable[int]) -> None:
+    """A finished run in ``out`` with other settings is an error naming the settings."""
+    for method in spec.methods:
+        for seed in seeds:
+            paths = RunPaths.of(out, method, seed)
+            try:
+                stored = json.loads(paths.result.read_text(encoding="utf-8")).get("run_key")
+            except (OSError, ValueError, AttributeError):
+                continue  # no finished run here (the runner reports an unreadable one)
+            if stored == spec.run_key(method):
+                continue
+            old = _stored_spec(out, paths)
+            changes = (settings_diff(old.run_settings(method), spec.run_settings(method))
+                       if old is not None and old.run_key(method) == stored else [])
+            what = ("; ".join(changes) if changes
+                    else f"run_key {stored} there, {spec.run_key(method)} now")
+            raise RunFolderError(f"{paths.root} holds a run with other settings ({what}); "
+                                 "choose another --out, or delete that folder to rerun it")

@@ -1,0 +1,103 @@
+"""The data and loaders of one run: which splits, in how many worker processes, and
+what a worker's error looks like to the user. Used by :mod:`convdrop.lab.train.trainer`, and
+by the checks before a run (:mod:`convdrop.lab.runs.preflight`, the sweep's budgets)."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from convdrop.errors import DataError
+from convdrop.lab.data import Datasets, load_dataset, normalize
+from convdrop.lab.data.stream import worker_message
+from convdrop.lab.spec.experiment import ExperimentSpec
+from convdrop.lab.train import distributed as dd
+from convdrop.lab.train.engine import make_loader
+
+__all__ = ["EVAL_BATCH", "load_run_data", "loader_workers", "make_loaders", "on_cuda",
+           "worker_errors"]
+
+EVAL_BATCH = 256
+
+
+def _load(data: str, train_size: int | None, seed: int, image_size: int | None, mode: str,
+          augment: str, normalization: str, cache_dir: Path | None) -> Datasets:
+    return normalize(load_dataset(data, train_size=train_size, seed=seed, image_size=image_size,
+                                  mode=mode, augment=augment, normalization=normalization,
+                                  cache_dir=cache_dir))
+
+
+_datasets = functools.lru_cache(maxsize=4)(_load)
+
+
+def load_run_data(spec: ExperimentSpec, seed: int, cache_dir: Path | None = None, *,
+                  keep: bool = True) -> Datasets:
+    """Normalized splits; seed k draws training subset k (the same for every method).
+    A streamed folder caches its index and statistics in ``cache_dir``; ``keep`` holds the
+    result for the next call with the same arguments (the runs of this process)."""
+    load = _datasets if keep else _load
+    return load(spec.data, spec.train_size, seed if spec.train_size else 0, spec.image_size,
+                spec.data_mode, spec.augment, spec.normalization, cache_dir)
+
+
+def loader_workers(spec: ExperimentSpec, streaming: bool) -> int:
+    """DataLoader workers of one run: the spec's, else 0 in memory and min(8, CPUs / parallel
+    runs) for streamed data."""
+    if spec.loader_workers is not None:
+        return spec.loader_workers
+    if not streaming:
+        return 0
+    return max(1, min(8, (os.cpu_count() or 1) // spec.workers))
+
+
+def on_cuda(setting: bool | None, device: torch.device) -> bool:
+    """A switch that defaults to on for CUDA (channels_last, amp)."""
+    return device.type == "cuda" if setting is None else setting
+
+
+@contextmanager
+def worker_errors() -> Iterator[None]:
+    """A DataError raised in a DataLoader worker (a file that no longer decodes) as one
+    line, not the worker's traceback that DataLoader wraps it in."""
+    try:
+        yield
+    except DataError as err:
+        raise DataError(worker_message(str(err))) from None
+
+
+def make_loaders(data: Datasets, spec: ExperimentSpec, dist: dd.Dist, generator: torch.Generator,
+                 seed: int, device: torch.device | None = None,
+                 ) -> tuple[dict[str, DataLoader], DistributedSampler | None]:
+    """Train loader (shuffled; this rank's share under torchrun) and the three eval loaders.
+
+    Streamed data load in :func:`loader_workers` processes (the training loader's kept
+    across epochs), into pinned memory on CUDA."""
+    options = {"workers": loader_workers(spec, data.streaming),
+               "pin_memory": device is not None and device.type == "cuda"}
+    if not dist.enabled:
+        return {
+            "train": make_loader(data.train, spec.batch_size, shuffle=True, generator=generator,
+                                 persistent=True, **options),
+            "train_eval": make_loader(data.train_scored, EVAL_BATCH, shuffle=False, **options),
+            "val": make_loader(data.val, EVAL_BATCH, shuffle=False, **options),
+            "test": make_loader(data.test, EVAL_BATCH, shuffle=False, **options),
+        }, None
+    batch = dd.per_rank_batch(spec.batch_size, dist.world_size)
+    sampler = DistributedSampler(data.train, num_replicas=dist.world_size, rank=dist.rank,
+                                 shuffle=True, seed=seed, drop_last=False)
+
+    def part(dataset: Dataset) -> DataLoader:
+        return make_loader(dd.shard(dataset, dist.rank, dist.world_size), EVAL_BATCH,
+                           shuffle=False, **options)
+
+    return {
+        "train": make_loader(data.train, batch, shuffle=False, sampler=sampler,
+                             generator=generator, persistent=True, **options),
+        "train_eval": part(data.train_scored), "val": part(data.val), "test": part(data.test),
+    }, sampler

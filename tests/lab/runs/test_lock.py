@@ -1,0 +1,107 @@
+"""convdrop.lab.runs.lock: one writer per folder; a stale lock is taken over, a live one refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from convdrop.cli import main
+from convdrop.errors import RunFolderError
+from convdrop.lab.runs import lock
+
+# Another runner holding the lock, as lock.hold does (flock, then its record), in plain
+# Python so it starts in milliseconds.
+HOLDER = """
+import fcntl, json, os, socket, sys, time
+fd = os.open(os.path.join(sys.argv[1], ".convdrop.lock"), os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.fixture
+def held(tmp_path):
+    """A live process holding ``tmp_path / "out"``'s lock; yields (folder, its pid)."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    process = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "held"
+        yield folder, process.pid
+    finally:
+        process.kill()
+        process.wait()
+
+
+def _dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(done.stdout)
+
+
+def test_a_second_holder_is_refused_with_the_holders_pid_and_host(held):
+    folder, pid = held
+    with pytest.raises(RunFolderError, match=f"in use by another convdrop process \\(pid {pid} "
+                       f"on host {socket.gethostname()}"), lock.hold(folder):
+        pass
+
+
+def test_a_second_compare_on_the_same_out_refuses_and_writes_nothing(held, capsys):
+    folder, pid = held
+    before = sorted(p.name for p in folder.iterdir())
+    code = main(["compare", "--data", "synthetic", "--train-size", "30", "--epochs", "1",
+                 "--seeds", "1", "--methods", "control", "--out", str(folder), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"pid {pid}" in err and "--out" in err
+    assert len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in folder.iterdir()) == before  # no config.json, no runs/
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path):
+    record = {"pid": _dead_pid(), "host": socket.gethostname(), "since": "earlier"}
+    (tmp_path / lock.LOCK_NAME).write_text(json.dumps(record))
+    stale_temp = tmp_path / ".metrics.csv.abcd1234.tmp"  # what a killed writer leaves
+    stale_temp.write_text("half")
+    with pytest.warns(UserWarning, match=f"took over the stale lock .* pid {record['pid']}"):
+        with lock.hold(tmp_path):
+            mine = json.loads((tmp_path / lock.LOCK_NAME).read_text())
+            assert mine["pid"] == os.getpid() and not stale_temp.exists()
+    assert not (tmp_path / lock.LOCK_NAME).exists()  # released: the file is gone
+
+
+def test_a_lock_from_another_host_is_not_taken_over(tmp_path):
+    record = {"pid": 1, "host": "elsewhere.example", "since": "earlier"}
+    (tmp_path / lock.LOCK_NAME).write_text(json.dumps(record))
+    with pytest.raises(RunFolderError, match="host elsewhere.example.*delete .*convdrop.lock"):
+        with lock.hold(tmp_path):
+            pass
+
+
+def test_the_lock_is_released_on_errors_and_can_be_taken_again(tmp_path):
+    with pytest.raises(KeyError), lock.hold(tmp_path):
+        raise KeyError("boom")
+    with lock.hold(tmp_path):
+        pass
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_killed_holder_leaves_a_lock_that_the_next_runner_takes(held, recwarn):
+    folder, pid = held
+    os.kill(pid, 9)
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        os.waitpid(pid, os.WNOHANG)  # reap it: the fixture's child
+        time.sleep(0.05)
+    with lock.hold(folder):
+        pass
+    assert any("took over the stale lock" in str(w.message) for w in recwarn)

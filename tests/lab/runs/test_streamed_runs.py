@@ -1,0 +1,165 @@
+"""Streamed folders in the runner: `compare` end to end with loader workers, and two gloo
+ranks that each read a disjoint half of the training images per epoch and score every
+evaluation image exactly once between them."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from convdrop.cli import main
+from convdrop.lab.spec.experiment import ExperimentSpec, build_spec
+from convdrop.lab.train.store import RunPaths, read_metrics
+
+from conftest import write_image_folder
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("images") / "shapes"
+    return write_image_folder(root, {"a": 12, "b": 12}, size=(24, 20))
+
+
+def test_compare_streams_a_folder_with_loader_workers(folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["compare", "--data", f"folder:{folder}", "--image-size", "32",
+                 "--workers-per-run", "2", "--epochs", "2", "--seeds", "1", "--methods",
+                 "control,dropblock", "--model-option", "width=8", "--batch-size", "8",
+                 "--out", str(out)])
+    assert code == 0, capsys.readouterr()
+    runs = json.loads((out / "results.json").read_text())
+    assert [(r["method"], r["status"]) for r in runs] == [("control", "ok"), ("dropblock", "ok")]
+    rows = read_metrics(RunPaths.of(out, "dropblock", 0))
+    assert len(rows) == 2 and all(float(r["images_per_s"]) > 0 for r in rows)
+    cached = sorted(p.name.split("-")[0] for p in (out / "cache").iterdir())
+    assert cached == ["channel", "folder"]  # index and statistics, inside --out
+    config = json.loads((out / "config.json").read_text())
+    assert (config["image_size"], config["loader_workers"]) == (32, 2)
+
+
+# --- two gloo ranks ------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _rank(rank: int, port: int, spec_json: str, cache: str, report: str) -> None:
+    """Record which files this rank decodes: two training epochs, then the test split."""
+    import torch
+
+    from convdrop.lab.train import distributed as dd
+    from convdrop.lab.data import stream
+    from convdrop.lab.train.trainer import Trainer
+
+    os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
+    torch.set_num_threads(1)
+    reads: list[str] = []
+    real = stream.read_rgb
+    stream.read_rgb = lambda path: reads.append(path) or real(path)
+    spec = ExperimentSpec.model_validate_json(spec_json)
+    log = {}
+    with dd.process_group("cpu") as dist:
+        trainer = Trainer.create(spec, "control", 0, dist=dist, cache_dir=Path(cache))
+        for epoch in (0, 1):
+            reads.clear()
+            trainer.sampler.set_epoch(epoch)
+            for _ in trainer.loaders["train"]:
+                pass
+            log[f"train{epoch}"] = list(reads)
+        reads.clear()
+        scores = trainer.evaluate("test")
+        log["test"] = list(reads)
+        log["test_count"] = len(trainer.loaders["test"].dataset)
+        log["accuracy"] = scores.accuracy
+    Path(report).write_text(json.dumps(log))
+    os._exit(0)  # see tests/lab/test_distributed.py: no DDP teardown at exit
+
+
+def test_two_gloo_ranks_read_disjoint_halves_and_score_every_image_once(folder, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    spec = build_spec(overrides={"data": f"folder:{folder}", "image_size": 16,
+                                 "loader_workers": 0, "batch_size": 8, "epochs": 1,
+                                 "methods": ["control"], "model_options": {"width": 8}})
+    context = multiprocessing.get_context("spawn")
+    port, reports = _free_port(), [tmp_path / f"rank{r}.json" for r in range(2)]
+    procs = [context.Process(target=_rank, args=(r, port, spec.model_dump_json(),
+                                                 str(tmp_path / "cache"), str(reports[r])))
+             for r in range(2)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=120)
+        if proc.is_alive():
+            proc.kill()
+    assert [p.exitcode for p in procs] == [0, 0], "a rank failed; see its stderr above"
+    logs = [json.loads(r.read_text()) for r in reports]
+    train = sorted(str(p) for p in (folder / "train").rglob("*.png"))
+    for epoch in ("train0", "train1"):
+        halves = [set(log[epoch]) for log in logs]
+        assert len(logs[0][epoch]) == len(logs[1][epoch]) == 12
+        assert not halves[0] & halves[1] and sorted(halves[0] | halves[1]) == train
+    assert logs[0]["train0"] != logs[0]["train1"]  # reshuffled per epoch
+    test = sorted(str(p) for p in (folder / "test").rglob("*.png"))
+    assert sorted(logs[0]["test"] + logs[1]["test"]) == test  # each exactly once
+    assert logs[0]["test_count"] + logs[1]["test_count"] == 24
+    assert logs[0]["accuracy"] == logs[1]["accuracy"]  # all-reduced over both shards
+
+
+# --- small pieces ---------------------------------------------------------------------
+
+
+def test_loader_workers_default_by_data_and_parallel_runs(monkeypatch):
+    import torch
+
+    from convdrop.lab.train import run_data
+
+    monkeypatch.setattr(run_data.os, "cpu_count", lambda: 16)
+    spec = build_spec(overrides={"methods": ["control"]})
+    assert run_data.loader_workers(spec, streaming=False) == 0
+    assert run_data.loader_workers(spec, streaming=True) == 8
+    four = spec.model_copy(update={"workers": 4})
+    assert run_data.loader_workers(four, streaming=True) == 4
+    assert run_data.loader_workers(spec.model_copy(update={"loader_workers": 3}), False) == 3
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert [run_data.on_cuda(None, cuda), run_data.on_cuda(None, cpu)] == [True, False]
+    assert [run_data.on_cuda(False, cuda), run_data.on_cuda(True, cpu)] == [False, True]
+
+
+def test_a_worker_error_comes_back_as_its_own_line():
+    from convdrop.lab.data.stream import worker_message
+
+    wrapped = ("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most "
+               "recent call last):\n  File \"x.py\", line 1, in f\nconvdrop.errors.DataError: "
+               "cannot read image /d/a.png (empty file)\n")
+    assert worker_message(wrapped) == "cannot read image /d/a.png (empty file)"
+    assert worker_message("plain") == "plain"
+
+
+def test_a_file_broken_after_listing_stops_the_run_with_one_line(folder, tmp_path, capsys):
+    """Listed, then truncated: the worker meets it while training; the run records it."""
+    import shutil
+
+    copy = shutil.copytree(folder, tmp_path / "copy")
+    out = tmp_path / "out"
+    args = ["train", "--data", f"folder:{copy}", "--image-size", "16", "--workers-per-run",
+            "1", "--epochs", "1", "--method", "control", "--model-option", "width=8",
+            "--out", str(out)]
+    from convdrop.lab.data.index import index_folder
+
+    index_folder(copy, out / "cache")  # the listing the run will reuse
+    (copy / "train" / "b" / "00003.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    assert main(args) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    bad = copy / "train" / "b" / "00003.png"
+    assert err[-1].startswith(f"convdrop train: error: cannot read image {bad} (")
+    assert not any("Traceback" in line or "worker process" in line for line in err)

@@ -1,0 +1,110 @@
+"""Spec layering and validation: presets < TOML file < flags, with clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from convdrop.errors import MissingFileError, SpecError
+from convdrop.lab.spec.experiment import build_spec
+from convdrop.lab.spec.presets import PRESETS, describe_presets, preset_fields
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "spec.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_default_is_the_regularizers_preset():
+    spec = build_spec()
+    assert spec.name == "regularizers" and spec.data == "digits"
+    assert spec.methods[0] == "control" and "dropblock_scheduled" in spec.methods
+
+
+def test_every_preset_builds():
+    for name in PRESETS:
+        spec = build_spec(preset=name)
+        assert spec.name == name and spec.methods
+    assert "placement" in describe_presets()
+
+
+def test_file_overrides_preset_and_flags_override_file(tmp_path):
+    path = write(tmp_path, """
+[experiment]
+preset = "schedule"
+methods = ["control", "dropblock_scheduled"]
+seeds = 2
+epochs = 4
+data = "synthetic"
+train_size = 60
+[methods.dropblock_scheduled]
+p = 0.2
+block_size = 5
+""")
+    spec = build_spec(spec_file=path, overrides={"epochs": 2, "seeds": None})
+    assert spec.name == "schedule" and spec.epochs == 2 and spec.seeds == 2
+    assert spec.options_for("dropblock_scheduled").p == 0.2
+    assert spec.options_for("dropblock_scheduled").block_size == 5
+    assert spec.options_for("control").p is None
+
+
+def test_variant_needs_a_base(tmp_path):
+    path = write(tmp_path, """
+[experiment]
+methods = ["control", "dropout_p30"]
+[methods.dropout_p30]
+base = "dropout"
+p = 0.3
+""")
+    assert build_spec(spec_file=path).options_for("dropout_p30").base == "dropout"
+
+
+@pytest.mark.parametrize("text,match", [
+    ('[experiment]\nmethods = ["control", "magic"]', r"unknown method 'magic'"),
+    ('[experiment]\nepoch = 3', r"experiment.epoch: unknown key; did you mean 'epochs'\?"),
+    ('[experiment]\nepochs = 0', r"experiment.epochs: .*greater than or equal to 1 .*got 0"),
+    ('[methods.dropout]\np = 1.5', r"methods.dropout.p: .*less than or equal to 1 \(got 1.5\)"),
+    ('[methods.dropout]\nblock = 3',
+     r"methods.dropout.block: unknown key; did you mean 'block_size'\?"),
+    ('[experiment]\noptimizer = "lbfgs"',
+     r"experiment.optimizer: .*'sgd' or 'adamw' \(got 'lbfgs'\)$"),
+    ('[training]\nlr = 1', r"unknown table\(s\) \['training'\]"),
+    ('[experiment\n', r"is not valid TOML"),
+    ('[experiment]\nmethods = ["control", "control"]', r"listed twice"),
+])
+def test_bad_specs_name_the_key_and_value(tmp_path, text, match):
+    with pytest.raises(SpecError, match=match):  # a ValueError, for library callers
+        build_spec(spec_file=write(tmp_path, text))
+
+
+def test_missing_spec_file_and_unknown_preset(tmp_path):
+    with pytest.raises(MissingFileError, match="spec file .*nope.toml"):
+        build_spec(spec_file=tmp_path / "nope.toml")
+    assert issubclass(MissingFileError, FileNotFoundError) and issubclass(SpecError, ValueError)
+    with pytest.raises(SpecError, match=r"unknown preset 'big'"):
+        preset_fields("big")
+
+
+def test_run_key_ignores_seeds_but_not_settings_or_workers():
+    a = build_spec(overrides={"seeds": 2, "workers": 1})
+    b = build_spec(overrides={"seeds": 5, "workers": 1})
+    c = build_spec(overrides={"epochs": 3, "workers": 1})
+    assert a.run_key("dropout") == b.run_key("dropout")
+    assert a.run_key("dropout") != c.run_key("dropout")
+    assert a.run_key("dropout") != a.run_key("control")
+    # Each worker computes with fewer CPU threads, which changes the float sums.
+    assert a.run_key("dropout") != build_spec(overrides={"workers": 2}).run_key("dropout")
+
+
+def test_small_cpu_defaults_only_for_bundled_data_and_simple_cnn():
+    digits = build_spec()
+    assert digits.train_size == 300 and digits.model_options == {"width": 16}
+    assert digits.workers == 2 and digits.epochs == 10
+    cifar = build_spec(overrides={"data": "cifar100:/data/cifar-100-python"})
+    assert cifar.train_size is None and cifar.model_options == {} and cifar.workers == 1
+    resnet = build_spec(overrides={"model": "resnet18_cifar"})
+    assert resnet.train_size == 300 and resnet.model_options == {}
+    explicit = build_spec(overrides={"train_size": 500, "epochs": 3})
+    assert explicit.train_size == 500 and explicit.epochs == 3
