@@ -3,16 +3,17 @@
 ``rules`` inserts layers into any model, ``named`` places them by name (``after_bn``,
 ``stage_outputs``, ``paper_resnet``) with a report, ``budget`` reports the sites and
 their expected drop, ``schedules`` drives ``p`` from the training step, ``foreign``
-reads timm's, torchvision's and torch's regularizers. Imports only ``convdrop.layers``
+reads timm's, torchvision's and torch's regularizers, ``replace`` swaps the peers'
+DropBlocks (``peers`` tells them apart) for convdrop's. Imports only ``convdrop.layers``
 and ``convdrop.ops`` below it.
 """
 
 from convdrop.placement.budget import Site, drop_budget, sites
-from convdrop.placement.foreign import replace_timm_dropblocks
 from convdrop.placement.named import PLACEMENTS, Placement, place
+from convdrop.placement.replace import replace_dropblocks, replace_timm_dropblocks
 from convdrop.placement.rules import Rule, regularize, unregularize
 from convdrop.placement.schedules import DropRateScheduler, get_schedule
 
 __all__ = ["PLACEMENTS", "DropRateScheduler", "Placement", "Rule", "Site", "drop_budget",
-           "get_schedule", "place", "regularize", "replace_timm_dropblocks", "sites",
-           "unregularize"]
+           "get_schedule", "place", "regularize", "replace_dropblocks", "replace_timm_dropblocks",
+           "sites", "unregularize"]
