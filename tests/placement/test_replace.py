@@ -11,12 +11,13 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from conftest import gen
 from torch import nn
 
 import convdrop
 from convdrop.errors import ArgumentError, UserError
 from convdrop.placement.replace import PeerNotInstalledError
+
+from conftest import gen
 
 
 def tv(name: str) -> Callable[..., nn.Module]:
@@ -181,7 +182,7 @@ def test_wrappers_share_a_scheduler_by_ramp_and_a_shared_layer_stays_shared():
     assert replaced == ["a", "b", "c", "d"] and model.d is model.a
     assert [sorted(s.targets) for s in replaced.schedulers] == [["a", "b"], ["c"]]
     with pytest.raises(ValueError, match="2 different LinearScheduler ramps"):
-        replaced.scheduler
+        _ = replaced.scheduler
 
 
 def _mixed() -> nn.Module:
