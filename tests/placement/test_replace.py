@@ -118,32 +118,38 @@ def _wrapper(start: float, stop: float, steps: int, initial: float = 0.0) -> nn.
                                       stop_value=stop, nr_steps=steps)
 
 
-def _package_rates(wrapper: nn.Module, steps: int) -> list[float]:
-    rates = [float(wrapper.dropblock.drop_prob)]
-    for _ in range(steps):
+def _package_rates(wrapper: nn.Module, batches: int) -> list[float]:
+    """The rate of each batch, the wrapper stepped at its start (the package's README)."""
+    rates = []
+    for _ in range(batches):
         wrapper.step()
         rates.append(float(wrapper.dropblock.drop_prob))
     return rates
 
 
-def _our_rates(sched: convdrop.DropRateScheduler, steps: int) -> list[float]:
-    rates = [sched.rates()["0"]]
-    for _ in range(steps):
-        sched.step()
+def _our_rates(sched: convdrop.DropRateScheduler, batches: int) -> list[float]:
+    """The rate of each batch, the scheduler stepped at its end (after the optimizer)."""
+    rates = []
+    for _ in range(batches):
         rates.append(sched.rates()["0"])
+        sched.step()
     return rates
+
+
+# Equal to the package's numpy float64 values up to a rounding of target * (value / target).
+SAME = {"rel": 1e-12, "abs": 1e-15}
 
 
 @pytest.mark.parametrize(("start", "stop", "steps", "initial", "stepped"), [
     (0.0, 0.25, 5, 0.0, 0),     # the package README's example
-    (0.0, 0.1, 7, 0.1, 0),      # its resnet example: the layer starts at its full rate
+    (0.0, 0.1, 7, 0.1, 0),      # its resnet example: the layer is built at its full rate
     (0.3, 0.05, 4, 0.0, 0),     # a falling ramp
     (0.2, 0.2, 1, 0.0, 0),
     (0.0, 0.25, 6, 0.0, 3),     # a wrapper already stepped 3 times continues from there
     (0.0, 0.25, 6, 0.0, 9),
 ])
-def test_the_scheduler_ramps_exactly_as_linear_scheduler(start: float, stop: float, steps: int,
-                                                         initial: float, stepped: int):
+def test_each_batch_runs_at_the_rate_linear_scheduler_gave_it(
+        start: float, stop: float, steps: int, initial: float, stepped: int):
     theirs, ours = _wrapper(start, stop, steps, initial), _wrapper(start, stop, steps, initial)
     for _ in range(stepped):
         theirs.step()
@@ -154,16 +160,15 @@ def test_the_scheduler_ramps_exactly_as_linear_scheduler(start: float, stop: flo
     for _ in range(3):  # forward, in train or eval mode, never steps
         model.train()(torch.randn(2, 1, 5, 5))
         model.eval()(torch.randn(2, 1, 5, 5))
-    # equal to the package's numpy float64 values up to a rounding of target * (value/target)
-    assert _our_rates(sched, steps + 3) == pytest.approx(_package_rates(theirs, steps + 3),
-                                                         rel=1e-12, abs=1e-15)
+    expected = _package_rates(theirs, steps + 3)
+    assert _our_rates(sched, steps + 3) == pytest.approx(expected, **SAME)
+    assert model[0].p == pytest.approx(stop, **SAME)  # the ramp's end holds
 
 
 def test_the_ramp_resumes_from_a_state_dict():
-    theirs = _wrapper(0.0, 0.2, 8)
+    expected = _package_rates(_wrapper(0.0, 0.2, 8), 12)
     first = convdrop.replace_dropblocks(nn.Sequential(_wrapper(0.0, 0.2, 8))).scheduler
-    expected = _package_rates(theirs, 12)
-    assert _our_rates(first, 5) == pytest.approx(expected[:6], rel=1e-12, abs=1e-15)
+    assert _our_rates(first, 5) == pytest.approx(expected[:5], **SAME)
     buffer = io.BytesIO()
     torch.save({"drop": first.state_dict()}, buffer)
     buffer.seek(0)
@@ -171,7 +176,13 @@ def test_the_ramp_resumes_from_a_state_dict():
     assert resumed.rates()["0"] == 0.0  # a fresh model starts the ramp again ...
     resumed.load_state_dict(torch.load(buffer)["drop"])  # ... until its state is loaded
     assert resumed.step_count == 5
-    assert _our_rates(resumed, 7) == pytest.approx(expected[5:], rel=1e-12, abs=1e-15)
+    assert _our_rates(resumed, 7) == pytest.approx(expected[5:], **SAME)
+
+
+def test_a_ramp_of_no_steps_is_a_fixed_rate():
+    model = nn.Sequential(_wrapper(0.0, 0.2, 0, initial=0.15))
+    replaced = convdrop.replace_dropblocks(model)
+    assert replaced == ["0"] and replaced.scheduler is None and model[0].p == 0.15
 
 
 def test_wrappers_share_a_scheduler_by_ramp_and_a_shared_layer_stays_shared():

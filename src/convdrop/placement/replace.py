@@ -43,27 +43,28 @@ class PackageRamp:
     """The ``dropblock`` package's ``LinearScheduler`` ramp as a schedule
     ``f(step, total_steps) -> factor``.
 
-    After ``k >= 1`` calls of the package's ``step()`` its layer holds
-    ``values[min(k, n) - 1]``, where ``values = np.linspace(start_value, stop_value,
-    nr_steps)`` and ``n = nr_steps``, and before the first call the layer's own
-    ``drop_prob``. The factor is that rate over ``target``, the largest rate of the ramp,
-    so a :class:`DropRateScheduler` whose regularizers have ``p = target`` sets the
-    package's rate after the same number of steps (equal to within a rounding of the
-    division). ``total_steps`` is ignored: the ramp's length is ``n``.
+    The package's ``step()`` sets its layer's ``drop_prob`` to the next of ``values =
+    np.linspace(start_value, stop_value, nr_steps)`` and then holds the last, and its
+    README calls it at the start of each batch, so batch ``k`` (from 0) runs at
+    ``values[min(k, n - 1)]``. convdrop's scheduler is stepped at the end of each batch
+    (after the optimizer step), so at step ``k`` the rate is that same value: every batch
+    runs at the rate it had with the package. The factor is that rate over ``target``,
+    the ramp's largest value, which the scheduler's regularizers hold as their ``p`` (so
+    rates equal the package's to within a rounding of the division). ``total_steps`` is
+    ignored: the ramp's length is ``n``.
     """
 
-    def __init__(self, values: np.ndarray, initial: float) -> None:
+    def __init__(self, values: np.ndarray) -> None:
         self.values = np.array(values, dtype=np.float64).reshape(-1)
-        self.initial = float(initial)
-        self.target = float(max(self.initial, *self.values.tolist()))
-        n = self.values.size
-        ends = f"{self.values[0]:g}->{self.values[-1]:g}" if n else "empty"
-        self.__name__ = f"dropblock.LinearScheduler({ends} over {n} steps)"
+        if self.values.size == 0:
+            raise ValueError("a LinearScheduler with nr_steps=0 never ramps; expected >= 1")
+        self.target = float(self.values.max())
+        self.__name__ = (f"dropblock.LinearScheduler({self.values[0]:g}->"
+                         f"{self.values[-1]:g} over {self.values.size} steps)")
 
     def rate(self, step: int) -> float:
-        """The package's ``drop_prob`` after ``step`` calls of its ``step()``."""
-        n = self.values.size
-        return self.initial if step == 0 or n == 0 else float(self.values[min(step, n) - 1])
+        """The package's ``drop_prob`` in batch ``step`` (its ``step()`` called first)."""
+        return float(self.values[min(step, self.values.size - 1)])
 
     def __call__(self, step: int, total_steps: int) -> float:
         return self.rate(step) / self.target if self.target > 0 else 0.0
@@ -136,8 +137,9 @@ def _check_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return options
 
 
-def _ramp_of(wrapper: nn.Module) -> tuple[PackageRamp, int]:
-    """The wrapper's ramp and how many times it was stepped; ``ValueError`` if unusable."""
+def _ramp_of(wrapper: nn.Module) -> tuple[PackageRamp | None, int]:
+    """The wrapper's ramp (None for ``nr_steps=0``, which never changes the rate) and how
+    many times it was stepped; ``ValueError`` if unusable."""
     inner = getattr(wrapper, "dropblock", None)
     peer = identify(inner) if isinstance(inner, nn.Module) else None
     if peer is None or peer.source != "dropblock":
@@ -150,7 +152,7 @@ def _ramp_of(wrapper: nn.Module) -> tuple[PackageRamp, int]:
                          f"{values.max():g}]; expected values in [0, 1]")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"LinearScheduler.i must be an int >= 0, got {steps!r}")
-    return PackageRamp(values, float(recipe(inner).p)), steps
+    return (PackageRamp(values) if values.size else None), steps
 
 
 def _plan_one(plan: _Plan, path: str, module: nn.Module, options: dict[str, Any]) -> None:
@@ -163,8 +165,8 @@ def _plan_one(plan: _Plan, path: str, module: nn.Module, options: dict[str, Any]
             raise ValueError("the model itself is a peer layer; build convdrop's in its place")
         if is_linear_scheduler(module):
             ramp, steps = _ramp_of(module)
-            layer = recipe(module.dropblock).build(options, ramp.target)
-            if ramp.values.size:
+            layer = recipe(module.dropblock).build(options, None if ramp is None else ramp.target)
+            if ramp is not None:
                 plan.ramps[path] = (ramp, steps)
         else:
             layer = recipe(module).build(options)
@@ -196,7 +198,7 @@ def _schedulers(plan: _Plan) -> list[DropRateScheduler]:
     """One scheduler per distinct ramp, at the step the package's wrapper had reached."""
     groups: dict[tuple, tuple[PackageRamp, int, dict[str, L.Regularizer]]] = {}
     for path, (ramp, steps) in plan.ramps.items():
-        key = (ramp.values.tobytes(), ramp.initial, steps)
+        key = (ramp.values.tobytes(), steps)
         groups.setdefault(key, (ramp, steps, {}))[2][path] = plan.layers[path]
     schedulers = []
     for ramp, steps, layers in groups.values():
@@ -226,7 +228,9 @@ def replace_dropblocks(model: nn.Module, *, source: str = "any", **options: Any)
     the rate is the fraction dropped; a package ``LinearScheduler(layer, start_value,
     stop_value, nr_steps)`` becomes that layer at the wrapper's path plus a
     :class:`DropRateScheduler` with the same ramp (``Replaced.schedulers``), continuing
-    from the wrapper's step count. Regularizers own no parameters, so ``state_dict`` keys
+    from the wrapper's step count: call its ``step()`` after each optimizer step, and each
+    batch runs at the rate the package's (stepped at the start of a batch) gave it; see
+    :class:`PackageRamp`. Regularizers own no parameters, so ``state_dict`` keys
     and the eval output are unchanged.
 
     Args:
