@@ -75,7 +75,8 @@ def test_each_peer_keeps_eval_output_and_state_dict_keys(name: str):
     assert type(model.drop) is cls and model.drop.block_size == 3
     assert model.drop.p == pytest.approx(p) and model.drop.shared_channels is shared
     assert list(model.state_dict()) == keys
-    assert torch.equal(model.eval()(x), before)
+    assert not model.drop.training  # the model's mode carries over
+    assert torch.equal(model(x), before)
     model.train()(x).sum().backward()  # and it trains
     assert len(replaced.schedulers) == (name == "dropblock.LinearScheduler")
 

@@ -173,6 +173,7 @@ def _plan_one(plan: _Plan, path: str, module: nn.Module, options: dict[str, Any]
     except (TypeError, ValueError) as err:
         plan.unmapped[path] = f"{type(module).__name__}: " + " ".join(str(err).split())
         return
+    layer.train(module.training)  # a model swapped in eval mode stays in eval mode
     plan.built[id(module)] = plan.layers[path] = layer
 
 
