@@ -32,7 +32,7 @@ from convdrop.ops.gamma import clip_block, expected_drop_fraction, paper_gamma
 
 __all__ = [
     "Regularization", "claim", "describe", "expected_fraction", "get_rate", "owner",
-    "recorded_target", "replace_timm_dropblocks", "set_rate", "target_rate", "unclaim",
+    "recorded_target", "set_rate", "target_rate", "unclaim",
 ]
 
 DROPBLOCKS = (L.DropBlock1d, L.DropBlock2d, L.DropBlock3d)
@@ -190,25 +190,3 @@ def unclaim(module: nn.Module) -> None:
     module.__dict__.pop(_TARGET, None)
     _OWNERS.pop(module, None)
 
-
-def replace_timm_dropblocks(model: nn.Module, **options: object) -> list[str]:
-    """Swap every timm ``DropBlock2d`` in ``model`` for :func:`convdrop.timm_drop_block` of
-    the same arguments, in place; returns their paths.
-
-    ``timm.create_model("resnet50", drop_block_rate=0.1)`` then keeps timm's 9 sites and
-    stage rates, with convdrop's calibrated drop (timm drops 0.93 on a 7x7 map at 0.1).
-    ``options`` override timm's, e.g. ``couple_channels=False`` for per-channel masks.
-    Regularizers own no parameters, so ``state_dict`` keys are unchanged.
-    """
-    swapped = []
-    for path, module in list(model.named_modules()):
-        info = describe(module)
-        if info is None or info.source != "timm" or info.kind != "dropblock":
-            continue
-        settings = {"drop_prob": module.drop_prob, "block_size": module.block_size,
-                    "gamma_scale": module.gamma_scale, "inplace": module.inplace,
-                    "couple_channels": getattr(module, "couple_channels", True), **options}
-        parent, _, name = path.rpartition(".")
-        model.get_submodule(parent).register_module(name, L.timm_drop_block(**settings))
-        swapped.append(path)
-    return swapped
