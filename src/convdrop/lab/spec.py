@@ -234,10 +234,12 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 
 def _small_defaults(chosen: dict[str, Any]) -> dict[str, Any]:
-    """CPU-sized defaults for the bundled data sets, beneath everything chosen."""
-    if chosen.get("data", "digits") not in presets.SMALL_DATA:
+    """CPU-sized defaults for the bundled data sets and Fashion-MNIST, beneath everything
+    chosen (:data:`convdrop.lab.presets.DATA_DEFAULTS`)."""
+    kind = str(chosen.get("data", "digits")).partition(":")[0].strip().lower()
+    if kind not in presets.DATA_DEFAULTS:
         return {}
-    small = dict(presets.SMALL_DATA_DEFAULTS)
+    small = dict(presets.DATA_DEFAULTS[kind])
     model_options = presets.SMALL_MODEL_OPTIONS.get(chosen.get("model", "simple_cnn"))
     if model_options:
         small["model_options"] = model_options
