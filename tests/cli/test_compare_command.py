@@ -14,9 +14,12 @@ import pytest
 
 from convdrop.cli import main
 from convdrop.cli.compare import failure_summary
+from convdrop.lab.data import fashion
 from convdrop.lab.report.stats import summarize
 from convdrop.lab.runs import preflight as preflight_module
 from convdrop.lab.spec.experiment import build_spec
+
+from conftest import write_fashion_mnist
 
 ONE_RUN = ["--data", "synthetic", "--epochs", "1", "--quiet"]  # the flags train takes too
 SMALL = [*ONE_RUN, "--seeds", "1", "--workers", "1"]
@@ -48,6 +51,8 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (["--methods", "control", "--model", "resnet_18"],
      "model: unknown model 'resnet_18'; did you mean 'resnet18'?"),
     (["--methods", "control", "--data", "folder:missing"], "folder:missing"),
+    (["--methods", "control", "--data", "fashion-mnist:missing"],
+     "fashion-mnist:missing: no such directory; expected the four idx files"),
     (["--methods", "control", "--data", "digts"],
      "unknown dataset kind 'digts' in spec 'digts'; did you mean 'digits'?"),
     (["--methods", "control", "--model-option", "widht=8"],
@@ -81,6 +86,31 @@ class _no_exit:  # noqa: N801 - a stand-in for pytest.raises where main returns
 
     def __exit__(self, *exc: object) -> bool:
         return False
+
+
+def test_fashion_mnist_compares_from_idx_files(workdir, capsys):
+    write_fashion_mnist(workdir.parent / "fm", n_train=60, n_test=20)
+    argv = ["compare", *SMALL, "--data", f"fashion-mnist:{workdir.parent / 'fm'}", "--methods",
+            "control,dropblock", "--train-size", "30", "--out", "results"]
+    assert main(argv) == 0
+    results = json.loads((workdir / "results" / "results.json").read_text())
+    assert [r["status"] for r in results] == ["ok", "ok"]
+    report = (workdir / "results" / "report.md").read_text()
+    assert "held in memory, 28x28" in report
+
+
+def test_fashion_mnist_without_files_says_how_to_get_them(workdir, capsys, monkeypatch):
+    monkeypatch.setattr(fashion, "DEBIAN_DIR", workdir.parent / "no-package")
+    assert main(["compare", *SMALL, "--data", "fashion-mnist", "--methods", "control"]) == 2
+    line = _one_line_error(capsys)
+    assert f"no Fashion-MNIST files in {workdir.parent / 'no-package'}" in line
+    assert "`apt-get install dataset-fashion-mnist`" in line and _files(workdir) == []
+    root = workdir.parent / "fm"
+    write_fashion_mnist(root)
+    (root / "train-labels-idx1-ubyte.gz").write_bytes(b"not gzip")
+    assert main(["compare", *SMALL, "--data", f"fashion-mnist:{root}"]) == 2
+    assert f"{root / 'train-labels-idx1-ubyte.gz'}: cannot be read" in _one_line_error(capsys)
+    assert _files(workdir) == []
 
 
 def test_a_spec_file_with_misspelled_keys_names_each_with_its_closest(workdir, capsys):
@@ -172,7 +202,8 @@ def test_version_and_help_list_defaults_choices_and_models(capsys):
             main([command, "--help"])
         text = " ".join(capsys.readouterr().out.split())
         for shown in ("--batch-size", "--lr", "--model-option", "(default: 3)",
-                      "(default: 15; 10 on digits and synthetic)", "resnet18_cifar",
+                      "(default: 15; 10 on digits and synthetic, 30 on fashion-mnist)",
+                      "resnet18_cifar",
                       "{sgd,adamw}"):
             if command == "train" and shown == "(default: 3)":
                 continue  # train has no --seeds: it runs one seed

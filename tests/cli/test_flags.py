@@ -84,9 +84,12 @@ def test_help_shows_the_defaults(capsys):
         with pytest.raises(SystemExit):
             _parse([command, "--help"])
         text = " ".join(capsys.readouterr().out.split())
-        assert "training epochs (default: 15; 10 on digits and synthetic)" in text
+        assert ("training epochs (default: 15; 10 on digits and synthetic, 30 on "
+                "fashion-mnist)") in text
         assert "learning rate (default: 0.002; 0.003 on digits and synthetic)" in text
-        assert "(default: none; width=16 for simple_cnn on digits and synthetic)" in text
+        assert "(default: none; width=16 for simple_cnn on digits, synthetic, fashion-mnist)" \
+            in text
+        assert "(default: crop; none on fashion- mnist)" in text  # argparse wraps at "-"
         assert "{sgd,adamw} optimizer (default: adamw)" in text
         assert ("--amp, --no-amp bfloat16 autocast (CUDA only); none = on for CUDA (default: "
                 "none)") in text

@@ -37,7 +37,8 @@ SHARED_FIELDS: tuple[str, ...] = (
 GRID_FIELDS: tuple[str, ...] = ("methods", "seeds", "workers")
 LAYERS_EPILOG = (
     "Each setting comes from, lowest first: the defaults shown, CPU-sized defaults on the "
-    "bundled data (digits, synthetic), the preset, the --spec file, then these flags."
+    "bundled data (digits, synthetic) and fashion-mnist, the preset, the --spec file, then "
+    "these flags."
 )
 
 
@@ -146,12 +147,16 @@ def given(args: argparse.Namespace, model: type[BaseModel], names: Sequence[str]
 
 
 def _small_data_notes() -> dict[str, str]:
-    """Where the bundled data start from other defaults than the spec's."""
+    """Where the bundled data and Fashion-MNIST start from other defaults than the spec's."""
     where = " and ".join(presets.SMALL_DATA)
     notes = {name: f"{_shown(value)} on {where}"
              for name, value in presets.SMALL_DATA_DEFAULTS.items()}
+    for name, value in presets.FASHION_DEFAULTS.items():
+        shown = f"{_shown(value)} on fashion-mnist"
+        notes[name] = f"{notes[name]}, {shown}" if name in notes else shown
     notes["methods"] = "the preset's"
-    notes["model_options"] = "; ".join(f"{_shown(opts)} for {model} on {where}"
+    every = ", ".join((*presets.SMALL_DATA, "fashion-mnist"))
+    notes["model_options"] = "; ".join(f"{_shown(opts)} for {model} on {every}"
                                        for model, opts in presets.SMALL_MODEL_OPTIONS.items())
     return notes
 

@@ -32,8 +32,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "the dose-response curve, a heatmap, the best setting, the settings within noise of "
         "it (Welch t-test, Holm) and a verdict. Same runner as compare: resume, --workers.",
         epilog="Each setting comes from, lowest first: the defaults shown, CPU-sized defaults "
-        "on the bundled data (digits, synthetic), the sweep preset, the --spec file "
-        "([experiment] and [sweep] tables), then these flags. Lists are comma-separated.",
+        "on the bundled data (digits, synthetic) and fashion-mnist, the sweep preset, the "
+        "--spec file ([experiment] and [sweep] tables), then these flags. Lists are "
+        "comma-separated.",
     )
     parser.add_argument("--spec", type=Path, metavar="FILE",
                         help="TOML sweep file ([experiment], [sweep])")

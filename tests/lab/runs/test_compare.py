@@ -19,7 +19,8 @@ TINY = {"data": "synthetic", "train_size": 30, "epochs": 1, "seeds": 1, "batch_s
         "workers": 1}
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+# The fashion-* presets run these same method lists on other data (test_experiment.py checks).
+@pytest.mark.parametrize("preset", sorted(p for p in PRESETS if not p.startswith("fashion-")))
 def test_every_preset_runs_with_small_settings(preset, tmp_path):
     spec = build_spec(preset=preset, overrides=TINY)
     report, _ = compare(spec, tmp_path, show_progress=False)

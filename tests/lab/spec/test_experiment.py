@@ -98,6 +98,24 @@ def test_run_key_ignores_seeds_but_not_settings_or_workers():
     assert a.run_key("dropout") != build_spec(overrides={"workers": 2}).run_key("dropout")
 
 
+@pytest.mark.parametrize("data", ["fashion-mnist", "Fashion-MNIST:/srv/fm"])
+def test_fashion_mnist_starts_from_a_recipe_whose_control_overfits(data):
+    spec = build_spec(overrides={"data": data})
+    assert (spec.train_size, spec.epochs, spec.augment, spec.workers) == (2000, 30, "none", 2)
+    assert spec.model_options == {"width": 16} and spec.batch_size == 64  # the spec's batch
+    resnet = build_spec(overrides={"data": data, "model": "resnet18_cifar", "epochs": 3})
+    assert resnet.model_options == {} and resnet.epochs == 3 and resnet.train_size == 2000
+
+
+@pytest.mark.parametrize(("fashion", "digits", "seeds"), [
+    ("fashion-regularizers", "regularizers", 3), ("fashion-bn-vs-dropout", "bn-vs-dropout", 5)])
+def test_fashion_presets_ask_the_digits_questions(fashion, digits, seeds):
+    spec, same = build_spec(preset=fashion), build_spec(preset=digits)
+    assert spec.methods == same.methods and spec.method_options == same.method_options
+    assert spec.data == "fashion-mnist" and spec.seeds == seeds and spec.epochs == 30
+    assert build_spec(preset=fashion, overrides={"data": "digits"}).train_size == 300
+
+
 def test_small_cpu_defaults_only_for_bundled_data_and_simple_cnn():
     digits = build_spec()
     assert digits.train_size == 300 and digits.model_options == {"width": 16}

@@ -147,6 +147,16 @@ def test_presets_expand_with_the_placements_that_exist(preset, monkeypatch):
     assert "stage_outputs" in fields.get("placement", ["stage_outputs"])
 
 
+@pytest.mark.parametrize(("fashion", "digits"), [
+    ("fashion-dose", "dropblock-dose"),
+    ("fashion-location-vs-magnitude", "location-vs-magnitude")])
+def test_fashion_sweeps_are_the_digits_sweeps_on_fashion_mnist(fashion, digits):
+    s, same = (build_sweep(preset=name, probe=head_or_conv_probe) for name in (fashion, digits))
+    assert [pt.name for pt in s.points] == [pt.name for pt in same.points]
+    assert (s.spec.data, s.spec.train_size, s.spec.epochs, s.spec.seeds) == (
+        "fashion-mnist", 2000, 30, 3)
+
+
 def test_default_is_the_dropblock_dose_preset():
     s = build_sweep(overrides=TINY, probe=fake_probe)
     assert s.spec.name == "dropblock-dose" and s.settings.block_size == [1, 3, 5]

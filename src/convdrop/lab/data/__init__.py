@@ -10,17 +10,18 @@ A dataset is named by a spec string, ``KIND`` or ``KIND:PATH``:
   ``cifar-10-batches-py`` / ``cifar-100-python`` directory or its parent. The
   validation set is a stratified 5,000 images off the 50,000 train images (a
   tenth, at least one, when the batches hold fewer), leaving 45,000 to train on;
-  the test batch is the test set. Pickles can run code, so they are read by an
-  unpickler that refuses every global except numpy's ``_reconstruct``,
-  ``ndarray`` and ``dtype`` (see ``convdrop.lab.data.cifar``).
+  the test batch is the test set. The pickles are read by an unpickler that runs no
+  code (see ``convdrop.lab.data.cifar``).
+- ``fashion-mnist[:PATH]``: the four idx files, from PATH or Debian's package (see
+  ``convdrop.lab.data.fashion``); 28x28 by default, a validation set as for CIFAR.
 - ``folder:PATH``: an ImageFolder tree (``train/``, ``val/``, optional ``test/``),
   RGB at ``image_size`` (default 224). Without ``test/`` the validation images
   double as the test set, with a warning.
 - ``synthetic``: seeded 3-class images (horizontal stripes, vertical stripes,
   blobs), 600/150/150, that a small CNN learns in an epoch; for tests.
 
-Digits, synthetic and CIFAR are decoded into memory as tensors (full CIFAR is about
-740 MB of float32), which is fast; their images are float32 in [0, 1], not normalized:
+Digits, synthetic, CIFAR and Fashion-MNIST are decoded into memory as tensors (full CIFAR
+is 740 MB of float32), which is fast; their images are float32 in [0, 1], not normalized:
 ``Datasets.mean`` and ``Datasets.std`` hold per-channel statistics of the train split
 and :func:`normalize` applies them, and augmentation runs batched in the training loop.
 A folder is *streamed* (``mode="auto"`` or ``"stream"``): only its file index is held
@@ -49,6 +50,7 @@ from convdrop.errors import DataError, did_you_mean
 from convdrop.lab.data.builtin import SYNTHETIC_CLASSES, make_synthetic, read_digits
 from convdrop.lab.data.cifar import read_cifar
 from convdrop.lab.data.datasets import Datasets
+from convdrop.lab.data.fashion import read_fashion
 from convdrop.lab.data.folder import read_image_folder
 from convdrop.lab.data.split import split_off, subset
 from convdrop.lab.data.streamed import (
@@ -60,15 +62,17 @@ from convdrop.lab.data.streamed import (
 from convdrop.lab.data.transforms import RECIPES
 from convdrop.ops import validate as v
 
-KINDS = ("digits", "cifar10", "cifar100", "folder", "synthetic")
+KINDS = ("digits", "cifar10", "cifar100", "fashion-mnist", "folder", "synthetic")
 PATH_KINDS = ("cifar10", "cifar100", "folder")
+OPTIONAL_PATH_KINDS = ("fashion-mnist",)  # without a path: where Debian's package puts it
 MODES = ("auto", "memory", "stream")
 NORMALIZATIONS = ("train", "imagenet", "none")
 SPLIT_SEED = 0  # fixed train/val/test split, independent of the run seed
 DIGITS_FRACTIONS = (0.6, 0.2, 0.2)  # train, val, test
-CIFAR_VAL_SIZE = 5000
+CIFAR_VAL_SIZE = 5000  # held out of CIFAR's or Fashion-MNIST's train images
 DEFAULT_IMAGE_SIZE = 32
 DEFAULT_FOLDER_SIZE = 224
+NATIVE_SIZES = {"fashion-mnist": 28, "folder": DEFAULT_FOLDER_SIZE}  # else 32
 
 # DataError lives in convdrop.errors (the readers raise it too); it stays importable from here.
 __all__ = ["DataError", "Datasets", "load_dataset", "normalize", "parse_spec", "streams"]
@@ -85,17 +89,15 @@ def parse_spec(spec: str) -> tuple[str, Path | None]:
     kind, sep, raw_path = spec.strip().partition(":")
     kind = kind.strip().lower()
     if kind not in KINDS:
-        raise DataError(
-            f"unknown dataset kind {kind!r} in spec {spec!r}{did_you_mean(kind, KINDS)} "
-            "(expected one of digits, synthetic, cifar10:PATH, cifar100:PATH, folder:PATH)"
-        )
-    if kind in PATH_KINDS:
-        if not raw_path.strip():
-            raise DataError(f"dataset spec {spec!r} needs a path: '{kind}:PATH'")
-        return kind, Path(raw_path.strip()).expanduser()
-    if sep:
+        raise DataError(f"unknown dataset kind {kind!r} in spec {spec!r}"
+                        f"{did_you_mean(kind, KINDS)} (expected one of digits, synthetic, "
+                        "cifar10:PATH, cifar100:PATH, fashion-mnist[:PATH], folder:PATH)")
+    path = Path(raw_path.strip()).expanduser() if raw_path.strip() else None
+    if sep and kind not in PATH_KINDS + OPTIONAL_PATH_KINDS:
         raise DataError(f"dataset spec {spec!r}: '{kind}' takes no path")
-    return kind, None
+    if path is None and (sep or kind in PATH_KINDS):  # "kind:" with an empty PATH too
+        raise DataError(f"dataset spec {spec!r} needs a path: '{kind}:PATH'")
+    return kind, path
 
 
 def load_dataset(
@@ -112,13 +114,15 @@ def load_dataset(
     """Load a dataset by spec (see the module docstring), in memory or streamed.
 
     Args:
-        spec: ``digits``, ``synthetic``, ``cifar10:PATH``, ``cifar100:PATH`` or ``folder:PATH``.
+        spec: ``digits``, ``synthetic``, ``cifar10:PATH``, ``cifar100:PATH``,
+            ``fashion-mnist[:PATH]`` or ``folder:PATH``.
         train_size: if given, a stratified subset of this many training images,
             between ``num_classes`` and the full train split.
         seed: picks the ``train_size`` subset; the splits themselves are fixed.
-        image_size: side S of the square images; default 32 (224 for folders). Digits and
-            CIFAR are resized bilinearly, folders resized (streamed: shorter side and
-            centre crop, see :mod:`convdrop.lab.data.transforms`), synthetic drawn at S.
+        image_size: side S of the square images; default 32 (224 for folders, 28 for
+            Fashion-MNIST). Digits, CIFAR, Fashion-MNIST are resized bilinearly, folders
+            resized (streamed: shorter side and centre crop, see
+            :mod:`convdrop.lab.data.transforms`), synthetic drawn at S.
         mode: "auto" (folders streamed, the rest in memory), "memory" or "stream"
             (folders only).
         augment, normalization: for streamed folders, the train recipe (one of
@@ -183,13 +187,16 @@ def _read(kind: str, path: Path | None, size: int) -> Datasets:
     if kind == "synthetic":
         splits = {s: make_synthetic(s, size) for s in ("train", "val", "test")}
         return _assemble(splits, SYNTHETIC_CLASSES, "synthetic", size)
-    if path is None:  # parse_spec guarantees a path for the remaining kinds
+    if kind in OPTIONAL_PATH_KINDS:
+        *arrays, classes = read_fashion(path)
+    elif path is None:  # parse_spec guarantees a path for the remaining kinds
         raise DataError(f"dataset kind {kind!r} needs a path: '{kind}:PATH'")
-    if kind == "folder":
+    elif kind == "folder":
         splits, classes, test_is_val = read_image_folder(path, size)
         return _assemble(splits, classes, f"folder:{path.name}", size, test_is_val)
-    splits, classes = _load_cifar(kind, path, size)
-    return _assemble(splits, classes, kind, size)
+    else:
+        *arrays, classes = read_cifar(kind, path)
+    return _assemble(_hold_out_val(*arrays, size), classes, kind, size)
 
 
 def _assemble(splits: dict[str, tuple[torch.Tensor, torch.Tensor]], classes: tuple[str, ...],
@@ -242,10 +249,9 @@ def _split_three(images: torch.Tensor, labels: torch.Tensor, fractions: tuple[fl
     return {s: (images[i], labels[i]) for s, i in (("train", train), ("val", val), ("test", test))}
 
 
-def _load_cifar(kind: str, path: Path, size: int) -> tuple[
-        dict[str, tuple[torch.Tensor, torch.Tensor]], tuple[str, ...]]:
-    """CIFAR train batches split into train/val, plus the test batch, as [0, 1] floats."""
-    train_x, train_y, test_x, test_y, classes = read_cifar(kind, path)
+def _hold_out_val(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+                  test_y: np.ndarray, size: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """uint8 train images split into train/val, plus the test images, as [0, 1] floats."""
     labels = torch.from_numpy(train_y)
     n_val = min(CIFAR_VAL_SIZE, max(1, len(labels) // 10))
     val, train = split_off(labels, n_val, np.random.default_rng(SPLIT_SEED))
@@ -253,12 +259,11 @@ def _load_cifar(kind: str, path: Path, size: int) -> tuple[
     def floats(x: np.ndarray) -> torch.Tensor:  # index the uint8 array first: 4x less memory
         return _resize(torch.from_numpy(x).float().div_(255), size)
 
-    splits = {
+    return {
         "train": (floats(train_x[train.numpy()]), labels[train]),
         "val": (floats(train_x[val.numpy()]), labels[val]),
         "test": (floats(test_x), torch.from_numpy(test_y)),
     }
-    return splits, classes
 
 
 def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -277,11 +282,16 @@ def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float
     return tuple(mean.tolist()), tuple(std.tolist())
 
 
+def default_image_size(spec: str) -> int:
+    """The image side of ``spec``'s data without ``image_size`` (:data:`NATIVE_SIZES`)."""
+    return NATIVE_SIZES.get(parse_spec(spec)[0], DEFAULT_IMAGE_SIZE)
+
+
 def _check_image_size(image_size: int | None, kind: str) -> int:
     if image_size is None:
-        return DEFAULT_FOLDER_SIZE if kind == "folder" else DEFAULT_IMAGE_SIZE
+        return NATIVE_SIZES.get(kind, DEFAULT_IMAGE_SIZE)
     return v.check_int(image_size, "image_size", 4,
-                       expected="an int >= 4 (or None: 32, or 224 for folders)")
+                       expected="an int >= 4 (or None: 32, 224 for folders, 28 for fashion-mnist)")
 
 
 def _check_train_size(train_size: int | None) -> None:

@@ -25,7 +25,7 @@ class Datasets:
     num_classes: int
     in_channels: int  # C
     image_size: int  # H == W
-    name: str  # "digits", "cifar10", "cifar100", "synthetic" or "folder:<dir name>"
+    name: str  # "digits", "cifar10", "cifar100", "fashion-mnist", "synthetic" or "folder:<dir>"
     classes: tuple[str, ...] = ()  # class names, index = label
     mean: tuple[float, ...] = ()  # per-channel mean of the train split (after train_size)
     std: tuple[float, ...] = ()  # per-channel std of the train split

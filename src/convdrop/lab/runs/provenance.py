@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from convdrop._devices import resolve_device
-from convdrop.lab.data import DEFAULT_FOLDER_SIZE, DEFAULT_IMAGE_SIZE
+from convdrop.lab.data import default_image_size
 from convdrop.lab.data import streams as _streams
 from convdrop.lab.spec.methods import resolve
 from convdrop.lab.train.run_data import loader_workers
@@ -58,8 +58,7 @@ def _device_text(name: str, workers: int) -> str:
 def _data_text(spec: ExperimentSpec) -> str:
     """Where the images came from: held in memory, or streamed with how many workers."""
     streamed = _streams(spec.data, spec.data_mode)
-    size = spec.image_size or (DEFAULT_FOLDER_SIZE if spec.data.startswith("folder")
-                               else DEFAULT_IMAGE_SIZE)
+    size = spec.image_size or default_image_size(spec.data)
     where = (f"streamed from disk, {loader_workers(spec, True)} loader worker(s) per run"
              if streamed else "held in memory")
     return f"{spec.data}, {where}, {size}x{size}, augment {spec.augment}, normalization " \

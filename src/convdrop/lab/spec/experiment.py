@@ -87,8 +87,8 @@ class ExperimentSpec(BaseModel):
     methods: list[SafeName] = Field(min_length=1, description="methods to run, in report order")
     seeds: int = Field(3, ge=1, le=100, description="runs per method, seeds 0..seeds-1")
     epochs: int = Field(15, ge=1, description="training epochs")
-    data: str = Field("digits", description="digits | synthetic | cifar10:PATH | "
-                      "cifar100:PATH | folder:PATH")
+    data: str = Field("digits", description="digits | synthetic | fashion-mnist[:PATH] | "
+                      "cifar10:PATH | cifar100:PATH | folder:PATH")
     model: str = Field("simple_cnn", description="model: " + " | ".join(models.names())
                        + ", or torchvision:NAME | timm:NAME (any registry name, random "
                        "weights)")
@@ -111,7 +111,7 @@ class ExperimentSpec(BaseModel):
         "crop", description="training augmentation: crop (+flip) pads by a side/8 and crops "
         "back (CIFAR-style); random_resized_crop+flip is ImageNet-style")
     image_size: int | None = Field(None, ge=8, description="image side in pixels; none = 32, "
-                                   "or 224 for folder data")
+                                   "224 for folder data, 28 for fashion-mnist")
     data_mode: Literal["auto", "memory", "stream"] = Field(
         "auto", description="auto streams folders from disk and holds the rest in memory")
     normalization: Literal["train", "imagenet", "none"] = Field(
@@ -234,10 +234,12 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 
 def _small_defaults(chosen: dict[str, Any]) -> dict[str, Any]:
-    """CPU-sized defaults for the bundled data sets, beneath everything chosen."""
-    if chosen.get("data", "digits") not in presets.SMALL_DATA:
+    """CPU-sized defaults for the bundled data sets and Fashion-MNIST, beneath everything
+    chosen (:data:`convdrop.lab.spec.presets.DATA_DEFAULTS`)."""
+    kind = str(chosen.get("data", "digits")).partition(":")[0].strip().lower()
+    if kind not in presets.DATA_DEFAULTS:
         return {}
-    small = dict(presets.SMALL_DATA_DEFAULTS)
+    small = dict(presets.DATA_DEFAULTS[kind])
     model_options = presets.SMALL_MODEL_OPTIONS.get(chosen.get("model", "simple_cnn"))
     if model_options:
         small["model_options"] = model_options

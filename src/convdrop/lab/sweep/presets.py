@@ -14,6 +14,7 @@ from typing import Any
 
 from convdrop.errors import SpecError
 from convdrop.lab.spec.methods import PLACEMENTS
+from convdrop.lab.spec.presets import FASHION
 
 DEFAULT_PRESET = "dropblock-dose"
 
@@ -21,12 +22,15 @@ DEFAULT_PRESET = "dropblock-dose"
 # ("stage_outputs"); "between_convs" is the model's own sites and always exists.
 _DROPOUT_PLACES = ("head", "every_conv", "stage_outputs")
 _BUDGET_PLACES = ("head", "every_conv", "stage_outputs")
+_DOSE = {"method": "dropblock_scheduled", "p": [0.05, 0.1, 0.2, 0.3], "block_size": [1, 3, 5]}
+_BUDGETS = {"method": "dropout", "budget": [0.00025, 0.0005, 0.001, 0.002],
+            "placement": list(_BUDGET_PLACES)}
 
 SWEEP_PRESETS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "dropblock-dose": (
         "scheduled DropBlock, p x block size (0.05-0.3 x 1, 3, 5), plus the p = 0 control",
         {"seeds": 3},
-        {"method": "dropblock_scheduled", "p": [0.05, 0.1, 0.2, 0.3], "block_size": [1, 3, 5]},
+        _DOSE,
     ),
     "dropout-dose": (
         "dropout in the head vs after every conv, p from 0.05 to 0.8, plus the control",
@@ -37,9 +41,11 @@ SWEEP_PRESETS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         "equal drop budget (expected fraction dropped per forward) concentrated in the head "
         "or spread over every conv: dropout at budgets 0.00025-0.002",
         {"seeds": 3},
-        {"method": "dropout", "budget": [0.00025, 0.0005, 0.001, 0.002],
-         "placement": list(_BUDGET_PLACES)},
+        _BUDGETS,
     ),
+    "fashion-dose": ("dropblock-dose on Fashion-MNIST, 3 seeds", {**FASHION, "seeds": 3}, _DOSE),
+    "fashion-location-vs-magnitude": ("location-vs-magnitude on Fashion-MNIST, 3 seeds",
+                                      {**FASHION, "seeds": 3}, _BUDGETS),
 }
 
 
