@@ -6,9 +6,14 @@ module, in any subfolder, can import these.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
+
+# Keras picks its backend once, when it is first imported: torch here, unless the run
+# asks for another (``KERAS_BACKEND=jax pytest tests/keras`` runs the same tests on JAX).
+os.environ.setdefault("KERAS_BACKEND", "torch")
 
 
 def gen(seed: int = 0) -> torch.Generator:
