@@ -23,7 +23,7 @@ import pytest
 from keras import ops
 from scipy import stats
 
-from convdrop.keras import DropBlock1D, DropBlock2D, DropBlock3D, block_mask, drop_block
+from convdrop.keras import DropBlock1D, DropBlock2D, DropBlock3D, block_mask
 from convdrop.keras import masks as M
 from convdrop.ops.gamma import clip_block, seed_rate
 
