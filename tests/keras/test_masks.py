@@ -175,14 +175,14 @@ def test_shared_channels_give_one_exact_mask_per_sample():
 def test_blocks_start_at_their_seed_and_are_clipped_to_the_map():
     """Exact painting on a hand-built grid: a seed at valid slot (1, 2) of a 5x4 map with
     block (3, 2) drops rows 1-3 and columns 2-3; a seed at slot (0, 0) rows 0-2, cols 0-1."""
-    seeds = np.zeros((1, 3, 3, 1), dtype="float32")  # valid = (5 - 3 + 1, 4 - 2 + 1)
-    seeds[0, 1, 2, 0] = 1
+    seeds = np.zeros((1, 3, 3, 1), dtype=bool)  # valid = (5 - 3 + 1, 4 - 2 + 1)
+    seeds[0, 1, 2, 0] = True
     painted = ops.convert_to_numpy(M._grow(ops.convert_to_tensor(seeds), (3, 2)))[0, ..., 0]
     expected = np.zeros((5, 4))
     expected[1:4, 2:4] = 1
     np.testing.assert_array_equal(painted, expected)
-    seeds[...] = 0
-    seeds[0, 0, 0, 0] = 1
+    seeds[...] = False
+    seeds[0, 0, 0, 0] = True
     painted = ops.convert_to_numpy(M._grow(ops.convert_to_tensor(seeds), (3, 2)))[0, ..., 0]
     expected[...] = 0
     expected[0:3, 0:2] = 1
@@ -198,3 +198,17 @@ def test_the_threshold_is_convdrops_seed_rate_to_2_to_the_minus_31():
         seed_rate(spatial, spatial, 0.3, True) * M.DRAWS)  # the block is clipped
     assert M.seed_threshold(spatial, block, 0.0, True) == 0
     assert M.seed_threshold(spatial, block, 1.0, True) == M.DRAWS
+
+
+@pytest.mark.parametrize("block", [(1, 2), (3, 4), (5, 6), (7, 8), (9, 1), (16, 3)], ids=str)
+def test_growing_matches_painting_each_seed_by_hand(block):
+    """Random seed grids against a brute-force painter, for blocks whose sides need every
+    branch of the doubling (powers of two, one more, one less)."""
+    rng = np.random.default_rng(sum(block))
+    valid = (5, 4)
+    seeds = rng.random((3, *valid, 2)) < 0.15
+    expected = np.zeros((3, valid[0] + block[0] - 1, valid[1] + block[1] - 1, 2), dtype=bool)
+    for n, i, j, c in zip(*np.nonzero(seeds)):
+        expected[n, i:i + block[0], j:j + block[1], c] = True
+    painted = ops.convert_to_numpy(M._grow(ops.convert_to_tensor(seeds), block))
+    np.testing.assert_array_equal(painted, expected)

@@ -131,11 +131,11 @@ class DropBlockBase(keras.layers.Layer):
                 f"{self.name} was built for maps of size {self.spatial}, got input shape "
                 f"{tuple(inputs.shape)}; the seed rate depends on the map size, so use one "
                 f"layer per size")
-        keep = masks.keep_mask(
+        dropped = masks.dropped_mask(
             ops.shape(inputs)[0] if batch is None else batch, self.spatial, channels,
             self.block_size, self._threshold, data_format=self.data_format,
             shared_channels=self.shared_channels, seed=self.seed_generator)
-        return masks.apply_keep(inputs, keep, self._rate_variable, self.scale)
+        return masks.apply_drop(inputs, dropped, self._rate_variable, self.scale)
 
     def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         return tuple(input_shape)

@@ -4,8 +4,8 @@ One implementation for the JAX, TensorFlow and torch backends of Keras 3: every 
 is static, nothing is read back to the host, and the same code runs eagerly, under
 ``jax.jit``, ``tf.function`` and the torch backend. Seeds fall only where a whole block
 fits (the valid region), per sample and channel by default; each grows into a block that
-starts at its seed's corner, painted by a max-pool over the zero-padded seed grid, one
-axis at a time (k + k comparisons per unit for a k x k block, not k * k).
+starts at its seed's corner, painted one axis at a time by an OR over a window of the
+bool seed grid (built by doubling: about log2(k) passes per axis).
 
 The seed rate is convdrop's own (:mod:`convdrop.ops.gamma`, the calibration the PyTorch
 ops use), solved on the host in float64 for the map and block at hand and handed to the
@@ -30,8 +30,8 @@ from keras import ops
 from convdrop.ops import validate as v
 from convdrop.ops.gamma import clip_block, drop_seed_rate
 
-__all__ = ["DRAWS", "apply_keep", "block_mask", "check_data_format", "drop_block",
-           "keep_mask", "seed_threshold", "split_shape"]
+__all__ = ["DRAWS", "apply_drop", "block_mask", "check_data_format", "drop_block",
+           "dropped_mask", "seed_threshold", "split_shape"]
 
 DRAWS = 2**31 - 1  # a seed draw is uniform on {0, ..., DRAWS - 1}
 FORMATS = ("channels_last", "channels_first")
@@ -75,33 +75,43 @@ def seed_threshold(spatial: tuple[int, ...], block: tuple[int, ...], rate: float
     return min(DRAWS, round(gamma * DRAWS))
 
 
+def _take(x: Any, axis: int, start: int, stop: int) -> Any:
+    return x[(slice(None),) * axis + (slice(start, stop),)]
+
+
 def _zero_pad(seeds: Any, axis: int, width: int) -> Any:
-    """``width`` zeros before and after ``seeds`` along ``axis``. (Not ``ops.pad``: it
-    builds a named Keras operation on every call, which makes torch.compile recompile.)"""
-    first = (slice(None),) * axis + (slice(0, 1),)
-    edge = ops.repeat(ops.zeros_like(seeds[first]), width, axis=axis)
+    """``width`` False entries before and after ``seeds`` along ``axis``. (Not ``ops.pad``:
+    it builds a named Keras operation on every call, so torch.compile recompiles.)"""
+    edge = ops.repeat(ops.zeros_like(_take(seeds, axis, 0, 1)), width, axis=axis)
     return ops.concatenate([edge, seeds, edge], axis=axis)
 
 
 def _grow(seeds: Any, block: tuple[int, ...]) -> Any:
-    """(M, *valid, C) 0/1 seeds -> (M, *spatial, C): 1 where a seed's block covers the unit.
+    """(M, *valid, C) bool seeds -> (M, *spatial, C) bool, True where a block covers the unit.
 
-    Along each axis the grid is padded with ``k - 1`` zeros on both sides and max-pooled
-    with a window of ``k``: unit ``u`` sees the seeds at ``u - k + 1 .. u``.
+    Along each axis unit ``u`` is covered by the seeds at ``u - k + 1 .. u``: an OR over a
+    window of ``k`` of the zero-padded seeds, built by doubling (windows 1, 2, 4, ...,
+    then two overlapping ones), so a side of 7 costs 3 passes over a bool tensor, not 7.
     """
-    rank = len(block)
-    for axis, k in enumerate(block):
+    for axis, k in enumerate(block, start=1):
         if k == 1:
             continue
-        window = tuple(k if i == axis else 1 for i in range(rank))
-        seeds = ops.max_pool(_zero_pad(seeds, axis + 1, k - 1), pool_size=window, strides=1,
-                             padding="valid", data_format="channels_last")
+        side = seeds.shape[axis] + k - 1  # the map's side
+        covered, window = _zero_pad(seeds, axis, k - 1), 1
+        while 2 * window <= k:
+            length = covered.shape[axis]
+            covered = ops.logical_or(_take(covered, axis, 0, length - window),
+                                     _take(covered, axis, window, length))
+            window *= 2
+        seeds = _take(covered, axis, 0, side)
+        if window < k:
+            seeds = ops.logical_or(seeds, _take(covered, axis, k - window, k - window + side))
     return seeds
 
 
-def keep_mask(batch: Any, spatial: tuple[int, ...], channels: int, block: tuple[int, ...],
-              threshold: Any, *, data_format: str, shared_channels: bool, seed: Any) -> Any:
-    """Float32 keep mask (1 kept, 0 dropped) in the input's layout, channels 1 if shared.
+def dropped_mask(batch: Any, spatial: tuple[int, ...], channels: int, block: tuple[int, ...],
+                 threshold: Any, *, data_format: str, shared_channels: bool, seed: Any) -> Any:
+    """Bool mask, True where dropped, in the input's layout with channels 1 if shared.
 
     Args:
         batch: N, an int (or a scalar tensor where the batch size is dynamic, under TF).
@@ -116,11 +126,10 @@ def keep_mask(batch: Any, spatial: tuple[int, ...], channels: int, block: tuple[
     maps = 1 if shared_channels else channels
     valid = tuple(s - k + 1 for s, k in zip(spatial, block))
     last = data_format == "channels_last"
-    grid = (batch, *valid, maps) if last else (batch * maps, *valid, 1)  # channels_last pools
+    grid = (batch, *valid, maps) if last else (batch * maps, *valid, 1)
     draws = keras.random.randint(grid, 0, DRAWS, dtype="int32", seed=seed)
-    dropped = _grow(ops.cast(draws < threshold, "float32"), block)
-    keep = 1.0 - dropped
-    return keep if last else ops.reshape(keep, (-1, maps, *spatial))
+    dropped = _grow(ops.less(draws, threshold), block)
+    return dropped if last else ops.reshape(dropped, (-1, maps, *spatial))
 
 
 def _largest(dtype: Any) -> float:
@@ -131,20 +140,26 @@ def _largest(dtype: Any) -> float:
     return float(np.finfo(name).max)
 
 
-def apply_keep(x: Any, keep: Any, rate: Any, scale: str) -> Any:
-    """``x * keep * factor``: "batch" scales by count / count_kept over the whole tensor
-    (summed in float32), "expected" by 1 / (1 - rate); zeros, never NaN, when all drops.
+def apply_drop(x: Any, dropped: Any, rate: Any, scale: str) -> Any:
+    """Zeros where ``dropped``, elsewhere ``x * factor``: "batch" scales by count /
+    count_kept over the whole tensor (counted exactly, divided in float32), "expected" by
+    1 / (1 - rate); all zeros, never NaN, when every unit drops.
 
     Args:
-        x: the input; keep: :func:`keep_mask`'s output, broadcastable to it.
+        x: the input; dropped: :func:`dropped_mask`'s output, broadcastable to it.
         rate: a float or a float32 scalar tensor (a layer's rate variable).
     """
     if scale == "batch":
-        factor = ops.divide_no_nan(1.0, ops.mean(keep))
+        total = ops.cast(ops.size(dropped), "float32")
+        # Counted per (sample, first spatial row), then summed: a 2-d count is Keras's
+        # fastest exact count on every backend without the torch backend's transpose warning.
+        counts = ops.count_nonzero(dropped, axis=tuple(range(2, len(dropped.shape))))
+        kept = total - ops.cast(ops.sum(counts), "float32")
+        factor = ops.divide_no_nan(total, kept)
     else:
         factor = ops.divide_no_nan(1.0, 1.0 - ops.cast(rate, "float32"))
-    factor = ops.minimum(factor, _largest(x.dtype))
-    return ops.multiply(x, ops.cast(keep * factor, x.dtype))
+    factor = ops.cast(ops.minimum(factor, _largest(x.dtype)), x.dtype)
+    return ops.where(dropped, ops.zeros((), x.dtype), ops.multiply(x, factor))
 
 
 def _check(rate: float, block_size: int | Sequence[int], spatial_dims: int,
@@ -179,10 +194,10 @@ def drop_block(x: Any, rate: float, block_size: int | Sequence[int], *, training
         return x
     batch, spatial, channels = split_shape(x.shape, data_format, dims)
     threshold = seed_threshold(tuple(spatial), block, rate, calibrated)
-    keep = keep_mask(ops.shape(x)[0] if batch is None else batch, tuple(spatial), channels,
-                     block, threshold, data_format=data_format,
-                     shared_channels=shared_channels, seed=seed)
-    return apply_keep(x, keep, rate, scale)
+    dropped = dropped_mask(ops.shape(x)[0] if batch is None else batch, tuple(spatial),
+                           channels, block, threshold, data_format=data_format,
+                           shared_channels=shared_channels, seed=seed)
+    return apply_drop(x, dropped, rate, scale)
 
 
 def block_mask(shape: Sequence[int], rate: float, block_size: int | Sequence[int], *,
@@ -202,6 +217,6 @@ def block_mask(shape: Sequence[int], rate: float, block_size: int | Sequence[int
     if rate >= 1.0 or math.prod(shape) == 0:
         return ops.full(shape, rate >= 1.0, dtype="bool")
     threshold = seed_threshold(spatial, block, rate, calibrated)
-    keep = keep_mask(batch, spatial, channels, block, threshold, data_format=data_format,
-                     shared_channels=shared_channels, seed=seed)
-    return ops.broadcast_to(keep < 0.5, shape)
+    dropped = dropped_mask(batch, spatial, channels, block, threshold, data_format=data_format,
+                           shared_channels=shared_channels, seed=seed)
+    return ops.broadcast_to(dropped, shape)
