@@ -42,7 +42,9 @@ def _iterations(model: keras.Model) -> int:
 
 def _sync(model: keras.Model) -> None:
     """Under JAX, ``fit`` carries the variables outside the model between steps; syncing
-    them back first makes the trainer read the new rates before the next step."""
+    them back before a rate is set makes the trainer read the new rates at the next step.
+    (Keras 3.15's ``Callback.model`` already syncs when read; this says it, and keeps it
+    so if that changes.)"""
     sync = getattr(model, "jax_state_sync", None)
     if callable(sync):
         sync()
