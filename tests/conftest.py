@@ -7,12 +7,17 @@ test module, in any subfolder, can import these; test modules never import each 
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+# Keras picks its backend once, when it is first imported: torch here, unless the run
+# asks for another (``KERAS_BACKEND=jax pytest tests/keras`` runs the same tests on JAX).
+os.environ.setdefault("KERAS_BACKEND", "torch")
 
 
 def gen(seed: int = 0) -> torch.Generator:

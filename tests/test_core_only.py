@@ -56,3 +56,17 @@ def test_lab_and_viz_name_the_extra_to_install():
         assert result.stdout.startswith("MissingExtraError"), result.stdout
         assert f"{package} needs the 'lab' extra" in result.stdout
         assert "pip install 'convdrop[lab]'" in result.stdout
+
+
+def test_keras_and_lightning_name_their_extras():
+    for package, extra in (("convdrop.keras", "keras"), ("convdrop.lightning", "lightning")):
+        result = run_hidden(f"""
+            sys.modules[{extra!r}] = None
+            try:
+                import {package}
+            except ImportError as err:
+                print(type(err).__name__, err)
+        """)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("MissingExtraError"), result.stdout
+        assert f"pip install 'convdrop[{extra}]'" in result.stdout
