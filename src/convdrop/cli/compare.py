@@ -18,7 +18,7 @@ from convdrop.cli import flags
 from convdrop.errors import RunsFailedError
 from convdrop.lab.report.stats import MethodSummary
 from convdrop.lab.runs import runner
-from convdrop.lab.runs.executors import EXECUTOR_FIELDS, ExecutorSettings, chosen, open_executor
+from convdrop.lab.runs.executors import chosen, open_executor
 from convdrop.lab.runs.preflight import preflight
 
 FIELDS = (*flags.GRID_FIELDS, *flags.SHARED_FIELDS)
@@ -33,7 +33,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         epilog=flags.LAYERS_EPILOG,
     )
     flags.add_spec_flags(parser, FIELDS)
-    flags.add_field_flags(parser, ExecutorSettings, EXECUTOR_FIELDS)
+    flags.add_executor_flags(parser)
     parser.add_argument("--out", help="output folder (default: results/<preset>; on "
                         "--executor ray, a folder every node sees at the same path)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -66,11 +66,11 @@ def run(args: argparse.Namespace) -> int:
     # the report (scipy) on first use, so `convdrop --help` stays fast
     from convdrop.lab.report import writer as report
 
-    spec = flags.spec_from_args(args, FIELDS)
+    where, fixed = flags.executor_from_args(args)
+    spec = flags.spec_from_args(args, FIELDS, **fixed)
     out = Path(args.out) if args.out else Path("results") / spec.name
-    where = ExecutorSettings(**flags.given(args, ExecutorSettings, EXECUTOR_FIELDS))
     # every check before any output; runs to --restart are deleted, not checked
-    chosen(where, spec)
+    chosen(where, spec, workers_flag=args.workers)
     preflight(spec, out, [] if args.restart else range(spec.seeds))
     with open_executor(where, spec) as executor:
         if executor.name == "ray":  # the cluster first: what the runs will share

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from convdrop.cli import flags
-from convdrop.lab.runs.executors import EXECUTOR_FIELDS, ExecutorSettings, chosen, open_executor
+from convdrop.lab.runs.executors import chosen, open_executor
 from convdrop.lab.runs.preflight import preflight
 from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.sweep.expand import build_sweep
@@ -45,7 +45,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                         "[sweep] is given)")
     flags.add_field_flags(parser, SweepSettings, SWEEP_FIELDS)
     flags.add_field_flags(parser, ExperimentSpec, EXPERIMENT_FIELDS)
-    flags.add_field_flags(parser, ExecutorSettings, EXECUTOR_FIELDS)
+    flags.add_executor_flags(parser)
     parser.add_argument("--out", help="output folder (default results/sweep-<preset>; on "
                         "--executor ray, a folder every node sees at the same path)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from convdrop.lab.sweep.report import verdict
     from convdrop.lab.sweep.runner import run_sweep
 
-    experiment = flags.given(args, ExperimentSpec, EXPERIMENT_FIELDS)
+    where, fixed = flags.executor_from_args(args)
+    experiment = {**flags.given(args, ExperimentSpec, EXPERIMENT_FIELDS), **fixed}
     options = experiment.pop("model_options", None)
     sweep_flags = flags.given(args, SweepSettings, SWEEP_FIELDS)
     sweep = build_sweep(preset=args.preset, spec_file=args.spec, overrides=experiment,
@@ -71,8 +72,7 @@ def run(args: argparse.Namespace) -> int:
                             overrides={**experiment, "model_options": merged})
     spec = sweep.spec
     out = Path(args.out) if args.out else Path("results") / f"sweep-{spec.name}"
-    where = ExecutorSettings(**flags.given(args, ExecutorSettings, EXECUTOR_FIELDS))
-    chosen(where, spec)
+    chosen(where, spec, workers_flag=args.workers)
     preflight(spec, out, range(spec.seeds))  # device, data, models, runs already in --out
     console = Console(width=None if sys.stdout.isatty() else 120)
     with open_executor(where, spec) as executor:

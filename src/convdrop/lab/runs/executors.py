@@ -94,16 +94,21 @@ class LocalExecutor:
             advance: Advance, show: Show) -> list[dict[str, Any]]:
         results = []
         for method, seed in runs:
-            last = [0]
-
-            def progress(done: int, total: int) -> None:
-                advance(done - last[0])
-                last[0] = done
-
             show(f"{method} seed {seed}")
             results.append(execute(spec, method, seed, out, device=spec.device,
-                                   progress=progress))
+                                   progress=_deltas(advance)))
         return results
+
+
+def _deltas(advance: Callable[[int], None]) -> Callable[[int, int], None]:
+    """A run's ``progress(done, total)`` as the epochs since its last call."""
+    last = [0]
+
+    def progress(done: int, total: int) -> None:
+        advance(done - last[0])
+        last[0] = done
+
+    return progress
 
 
 def _device_for(spec: ExperimentSpec, index: int) -> str:
@@ -117,13 +122,7 @@ def _execute_reporting(spec_json: str, method: str, seed: int, out: str, device:
                        report: Callable[[int], None]) -> dict[str, Any]:
     """Pool worker entry point: a run whose per-epoch progress goes to ``report``."""
     spec = ExperimentSpec.model_validate_json(spec_json)
-    last = [0]
-
-    def progress(done: int, total: int) -> None:
-        report(done - last[0])
-        last[0] = done
-
-    return execute(spec, method, seed, Path(out), device=device, progress=progress)
+    return execute(spec, method, seed, Path(out), device=device, progress=_deltas(report))
 
 
 class PoolExecutor:
@@ -148,8 +147,15 @@ class PoolExecutor:
                         describe=lambda i: f"run {runs[i][0]} seed {runs[i][1]}")
 
 
-def chosen(settings: ExecutorSettings, spec: ExperimentSpec) -> str:
-    """The executor the settings name (or the default), checked against the spec."""
+def chosen(settings: ExecutorSettings, spec: ExperimentSpec, *,
+           workers_flag: int | None = None) -> str:
+    """The executor the settings name (or the default), checked against the spec.
+
+    ``workers_flag``: ``--workers`` when given on the command line. Ray sizes its runs
+    by resources, so ``--workers`` there is an error; a ``workers`` from the layers
+    beneath (2 on the bundled data) stays in the run key only, so a run of the pool
+    resumes on Ray with the same thread count (one per run on two cores).
+    """
     name = settings.executor or ("pool" if spec.workers > 1 else "local")
     if name != "ray":
         for field in RAY_ONLY:
@@ -157,11 +163,15 @@ def chosen(settings: ExecutorSettings, spec: ExperimentSpec) -> str:
                 flag = "--" + field.replace("_", "-")
                 raise ArgumentError(f"{flag} {getattr(settings, field)}: only --executor ray "
                                     f"takes it (the executor is {name})")
-    if name != "pool" and spec.workers > 1:
-        what = ("Ray runs as many at once as --cpus-per-run and --gpus-per-run fit on the "
-                "cluster" if name == "ray" else "it runs one at a time")
-        raise ArgumentError(f"--workers {spec.workers}: sizes the pool executor, not "
-                            f"--executor {name} ({what}); use --executor pool, or drop --workers")
+    if name == "local" and spec.workers > 1:
+        raise ArgumentError(f"--workers {spec.workers}: --executor local runs one run at a "
+                            "time; use --executor pool, or --workers 1")
+    if name == "ray" and workers_flag is not None:
+        raise ArgumentError(f"--workers {workers_flag}: sizes the pool executor; on "
+                            "--executor ray, Ray runs as many runs at once as --cpus-per-run "
+                            "and --gpus-per-run fit on the cluster")
+    if name == "ray":
+        ray_executor.check_extra()
     return name
 
 

@@ -40,27 +40,43 @@ from convdrop.lab.runs.run import execute
 from convdrop.lab.runs.workers import WorkerDied
 from convdrop.lab.spec.experiment import ExperimentSpec
 
-__all__ = ["MAX_RETRIES", "RayExecutor", "cluster_nodes", "connect", "import_ray"]
+__all__ = ["MAX_RETRIES", "RayExecutor", "check_extra", "cluster_nodes", "connect", "import_ray",
+           "on_loopback"]
 
 MAX_RETRIES = 3  # attempts after the first, for a task whose worker or node died
 POLL_S = 0.5  # how often the driver looks at the runs' progress
 CANCEL_GRACE_S = 5.0  # a cancelled run's time to release its lock before it is killed
 # Ray's single-machine mode (its default on macOS and Windows): every Ray process listens
-# on 127.0.0.1 only. Read once, when ray is imported; `_node_ip_address="127.0.0.1"`
-# alone is turned into the machine's address on Linux, with ports open on all interfaces.
+# on 127.0.0.1 only, and a driver finds a Ray there. Read once, when ray is imported; on
+# Linux `_node_ip_address="127.0.0.1"` alone is turned into the machine's address (Ray
+# 2.60), with ports open on all interfaces.
 LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
-def import_ray(*, local: bool = False) -> ModuleType:
-    """The ``ray`` module; an :class:`ArgumentError` naming the extra when it is missing.
-
-    ``local``: about to start a local Ray, so have it listen on 127.0.0.1 only.
-    """
+def check_extra() -> None:
+    """An :class:`ArgumentError` naming the ``ray`` extra when ray is not installed."""
     try:
         require("ray", "--executor ray", ("ray",))
     except MissingExtraError as err:  # the user's to fix: one line, not a traceback
         raise ArgumentError(str(err)) from err
-    if local and "ray" not in sys.modules:
+
+
+def on_loopback(address: str | None) -> bool:
+    """Whether ``address`` (None: a local Ray to start) is a Ray on this machine's 127.0.0.1."""
+    if address is None:
+        return True
+    host = address.removeprefix("ray://").rpartition(":")[0] or address
+    return host in ("localhost", "::1", "[::1]") or host.startswith("127.")
+
+
+def import_ray(*, loopback: bool = False) -> ModuleType:
+    """The ``ray`` module (an :class:`ArgumentError` naming the extra when it is missing).
+
+    ``loopback``: the Ray to start or join is on 127.0.0.1, so this process, and the
+    Ray it starts, listen there only (set before ray is first imported).
+    """
+    check_extra()
+    if loopback and "ray" not in sys.modules:
         os.environ.setdefault(LOOPBACK_ONLY, "0")
     return importlib.import_module("ray")
 
@@ -129,16 +145,16 @@ class RayExecutor:
     def run(self, spec: ExperimentSpec, runs: list[tuple[str, int]], out: Path, *,
             advance: Callable[[int], None], show: Callable[[str], None]) -> list[dict[str, Any]]:
         out = Path(out).resolve()
-        token = shared_out.write_token(out)
-        task = self.ray.remote(_task).options(
-            num_cpus=self.cpus, num_gpus=self.gpus, max_retries=MAX_RETRIES,
-            retry_exceptions=False)
+        task = self.ray.remote(_task)
         spec_json, node_out = spec.model_dump_json(), str(self.node_out or out)
-        refs = [task.options(name=f"convdrop {method}/seed{seed}").remote(
-                    spec_json, method, seed, node_out, token, self.threads, self.device)
-                for method, seed in runs]
         meter = shared_out.Meter(out, runs, spec.epochs)
         try:
+            token = shared_out.write_token(out)
+            refs = [task.options(name=f"convdrop {method}/seed{seed}", num_cpus=self.cpus,
+                                 num_gpus=self.gpus, max_retries=MAX_RETRIES,
+                                 retry_exceptions=False).remote(
+                        spec_json, method, seed, node_out, token, self.threads, self.device)
+                    for method, seed in runs]
             return self._collect(refs, runs, meter, advance, show)
         finally:
             shared_out.remove_token(out)
@@ -202,19 +218,21 @@ def _task(spec_json: str, method: str, seed: int, out: str, token: str, threads:
 
 @contextmanager
 def connect(address: str | None, spec: ExperimentSpec, *, cpus_per_run: float | None = None,
-            gpus_per_run: float | None = None) -> Iterator[RayExecutor]:
+            gpus_per_run: float | None = None, node_out: Path | None = None
+            ) -> Iterator[RayExecutor]:
     """A :class:`RayExecutor` on the cluster at ``address``, or on a local Ray on 127.0.0.1
     started now and stopped when the block ends (also on Ctrl-C). A process already
-    connected (``ray.init`` called before) keeps its connection."""
-    ray = import_ray(local=address is None)
+    connected (``ray.init`` called before) keeps its connection. ``node_out``: see
+    :class:`RayExecutor`."""
+    ray = import_ray(loopback=on_loopback(address))
     owned = not ray.is_initialized()
     if owned:
         _init(ray, address)
     try:
-        where = "(already connected)" if not owned else \
-            f"at {address}" if address else "(local, on 127.0.0.1, started for this command)"
+        where = f"at {ray.get_runtime_context().gcs_address}" if address or not owned \
+            else "(local, on 127.0.0.1, started for this command)"
         yield RayExecutor(ray, spec, where=where, cpus_per_run=cpus_per_run,
-                          gpus_per_run=gpus_per_run)
+                          gpus_per_run=gpus_per_run, node_out=node_out)
     finally:
         if owned:
             ray.shutdown()
@@ -231,5 +249,6 @@ def _init(ray: ModuleType, address: str | None) -> None:
     except (ConnectionError, ValueError, RuntimeError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ArgumentError(f"--ray-address {address}: cannot join a Ray cluster there "
-                            f"({first[:200]}); start one with `ray start --head`, or leave "
-                            "--ray-address out to start a local Ray") from err
+                            f"({first[:200]}); start one with `ray start --head` (a cluster "
+                            "with token authentication also needs RAY_AUTH_MODE=token here), "
+                            "or leave --ray-address out to start a local Ray") from err

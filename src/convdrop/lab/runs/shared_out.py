@@ -70,18 +70,19 @@ class Meter:
     def __init__(self, out: Path, runs: list[tuple[str, int]], epochs: int) -> None:
         self.paths = [RunPaths.of(out, method, seed).metrics for method, seed in runs]
         self.epochs = epochs
-        self.seen: dict[int, tuple[int, int]] = {}  # run -> (file's mtime in ns, rows)
+        self.seen: dict[int, tuple[tuple[int, int, int], int]] = {}  # run -> (file's id, rows)
         self.counted = 0
 
     def _done(self, index: int) -> int:
         path = self.paths[index]
         try:
-            mtime = path.stat().st_mtime_ns
+            stat = path.stat()
         except OSError:
             return 0
+        version = (stat.st_ino, stat.st_size, stat.st_mtime_ns)  # each write is a new file
         known = self.seen.get(index)
-        if known is None or known[0] != mtime:
-            known = self.seen[index] = (mtime, min(self.epochs, _rows(path)))
+        if known is None or known[0] != version:
+            known = self.seen[index] = (version, min(self.epochs, _rows(path)))
         return known[1]
 
     def advance(self, finished: set[int]) -> int:
