@@ -197,6 +197,8 @@ class RayExecutor:
     def _cancel(self, pending: list[Any]) -> None:
         """Cancel the tasks (a KeyboardInterrupt in each, so its run's lock is released),
         then kill what still runs after :data:`CANCEL_GRACE_S`."""
+        if not pending:
+            return
         for ref in pending:
             self.ray.cancel(ref, force=False)
         _, left = self.ray.wait(pending, num_returns=len(pending), timeout=CANCEL_GRACE_S)
