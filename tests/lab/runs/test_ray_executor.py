@@ -231,6 +231,8 @@ def test_ctrl_c_stops_every_ray_process_and_a_rerun_resumes(joined, tmp_path, lo
         while not list(out.glob("runs/control/seed*/checkpoint.pt")):
             assert driver.poll() is None and time.monotonic() < deadline, driver.stdout.read()
             time.sleep(0.02)
+        listening = _listening(session_processes(driver.pid))  # its Ray, while it runs
+        assert listening and listening <= {"127.0.0.1"}, listening
         os.killpg(driver.pid, signal.SIGINT)
         printed = driver.communicate(timeout=120)[0]
         assert driver.returncode == 130, printed
@@ -248,6 +250,36 @@ def test_ctrl_c_stops_every_ray_process_and_a_rerun_resumes(joined, tmp_path, lo
     assert _results(out) == long_reference
     assert all(path.read_bytes() == data for path, data in finished.items())
     assert all(path.read_text().splitlines()[1] == row for path, row in started.items())
+
+
+def _listening(pids: list[int]) -> set[str]:
+    """The addresses on which processes ``pids`` listen for TCP connections."""
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                found.add(_address(fields[1].split(":")[0]))
+    return found
+
+
+def _address(hex_address: str) -> str:
+    """/proc/net/tcp's address (32-bit words in host order) as text; IPv4 mapped into IPv6
+    as IPv4."""
+    raw = bytes.fromhex(hex_address)
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    if len(words) == 16 and words[:12] == bytes(10) + b"\xff\xff":
+        words = words[12:]
+    return socket.inet_ntop(socket.AF_INET if len(words) == 4 else socket.AF_INET6, words)
 
 
 def _processes_mentioning(text: Path) -> list[int]:
