@@ -41,7 +41,13 @@ from convdrop.lab.sweep.expand import build_sweep
 from convdrop.lab.sweep.runner import run_sweep
 from convdrop.lab.train.store import RunPaths
 
-from conftest import session_processes, wait_until_gone
+from conftest import (
+    listening,
+    processes_mentioning,
+    session_processes,
+    stop_session,
+    wait_until_gone,
+)
 
 TINY = {"data": "synthetic", "train_size": 32, "batch_size": 16, "model_options": {"width": 4}}
 SAME = build_spec(overrides={**TINY, "epochs": 2, "seeds": 2, "workers": 1,
@@ -58,19 +64,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _stop_session(sid: int) -> list[int]:
-    """SIGTERM, then SIGKILL, to session ``sid``; returns what is left (nothing, we hope)."""
-    for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 10.0)):
-        for pid in session_processes(sid):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        if not wait_until_gone(sid, wait):
-            return []
-    return session_processes(sid)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +97,7 @@ def cluster() -> Iterator[str]:
     finally:
         for name, value in saved.items():
             os.environ.pop(name) if value is None else os.environ.update({name: value})
-        assert _stop_session(head.pid) == []
+        assert stop_session(head.pid) == []
         head.wait(timeout=10)
         shutil.rmtree(temp, ignore_errors=True)
 
@@ -231,17 +224,17 @@ def test_ctrl_c_stops_every_ray_process_and_a_rerun_resumes(joined, tmp_path, lo
         while not list(out.glob("runs/control/seed*/checkpoint.pt")):
             assert driver.poll() is None and time.monotonic() < deadline, driver.stdout.read()
             time.sleep(0.02)
-        listening = _listening(session_processes(driver.pid))  # its Ray, while it runs
-        assert listening and listening <= {"127.0.0.1"}, listening
+        bound = listening(session_processes(driver.pid))  # its Ray's sockets, while it runs
+        assert bound and bound <= {"127.0.0.1"}, bound
         os.killpg(driver.pid, signal.SIGINT)
         printed = driver.communicate(timeout=120)[0]
         assert driver.returncode == 130, printed
         assert printed.splitlines()[0].startswith("ray (local, on 127.0.0.1, started for this "
                                                   "command): 1 node(s)")
         assert wait_until_gone(driver.pid) == []
-        assert _processes_mentioning(temp) == []
+        assert processes_mentioning(temp) == []
     finally:
-        _stop_session(driver.pid)
+        stop_session(driver.pid)
         shutil.rmtree(temp, ignore_errors=True)
     finished = {p: p.read_bytes() for p in out.glob("runs/control/seed*/result.json")}
     started = {p: p.read_text().splitlines()[1] for p in out.glob("runs/control/seed*/metrics.csv")}
@@ -250,48 +243,6 @@ def test_ctrl_c_stops_every_ray_process_and_a_rerun_resumes(joined, tmp_path, lo
     assert _results(out) == long_reference
     assert all(path.read_bytes() == data for path, data in finished.items())
     assert all(path.read_text().splitlines()[1] == row for path, row in started.items())
-
-
-def _listening(pids: list[int]) -> set[str]:
-    """The addresses on which processes ``pids`` listen for TCP connections."""
-    inodes = set()
-    for pid in pids:
-        try:
-            for fd in Path(f"/proc/{pid}/fd").iterdir():
-                target = os.readlink(fd)
-                if target.startswith("socket:["):
-                    inodes.add(target[8:-1])
-        except OSError:
-            continue
-    found = set()
-    for table in ("tcp", "tcp6"):
-        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
-                found.add(_address(fields[1].split(":")[0]))
-    return found
-
-
-def _address(hex_address: str) -> str:
-    """/proc/net/tcp's address (32-bit words in host order) as text; IPv4 mapped into IPv6
-    as IPv4."""
-    raw = bytes.fromhex(hex_address)
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-    if len(words) == 16 and words[:12] == bytes(10) + b"\xff\xff":
-        words = words[12:]
-    return socket.inet_ntop(socket.AF_INET if len(words) == 4 else socket.AF_INET6, words)
-
-
-def _processes_mentioning(text: Path) -> list[int]:
-    """Live processes whose command line names ``text``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and str(text).encode() in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 # --- without a cluster --------------------------------------------------------------------
