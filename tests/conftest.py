@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import signal
+import socket
 import struct
 import time
 from pathlib import Path
@@ -130,3 +132,58 @@ def write_fashion_mnist(root: Path, *, n_train: int = 40, n_test: int = 20, gz: 
         path = root / (f"{stem}.gz" if gz else stem)
         path.write_bytes(gzip.compress(data) if gz else data)
     return arrays
+
+
+def stop_session(sid: int) -> list[int]:
+    """SIGTERM, then SIGKILL, to session ``sid``; returns what is left (nothing, we hope)."""
+    for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 10.0)):
+        for pid in session_processes(sid):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        if not wait_until_gone(sid, wait):
+            return []
+    return session_processes(sid)
+
+
+def listening(pids: list[int]) -> set[str]:
+    """The addresses on which processes ``pids`` listen for TCP connections."""
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                found.add(address_text(fields[1].split(":")[0]))
+    return found
+
+
+def address_text(hex_address: str) -> str:
+    """/proc/net/tcp's address (32-bit words in host order) as text; IPv4 mapped into IPv6
+    as IPv4."""
+    raw = bytes.fromhex(hex_address)
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    if len(words) == 16 and words[:12] == bytes(10) + b"\xff\xff":
+        words = words[12:]
+    return socket.inet_ntop(socket.AF_INET if len(words) == 4 else socket.AF_INET6, words)
+
+
+def processes_mentioning(text: Path) -> list[int]:
+    """Live processes whose command line names ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(text).encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found

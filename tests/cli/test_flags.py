@@ -106,3 +106,30 @@ def test_model_options_add_to_those_beneath(tmp_path):
     spec, method = train.train_spec(args)
     assert method == "dropout" and spec.model_options == {"width": 16}  # small-data default
     assert spec.seeds == 1 and spec.workers == 1 and spec.data == "synthetic"
+
+
+def test_executor_flags_and_what_they_fix():
+    args = _parse(["compare", "--executor", "ray", "--ray-address", "10.0.0.1:6379",
+                   "--cpus-per-run", "0.5", "--gpus-per-run", "0.25"])
+    settings, fixed = flags.executor_from_args(args)
+    assert settings.model_dump() == {"executor": "ray", "ray_address": "10.0.0.1:6379",
+                                     "cpus_per_run": 0.5, "gpus_per_run": 0.25}
+    assert fixed == {}
+    # local is one run at a time: workers 1, unless --workers says otherwise
+    assert flags.executor_from_args(_parse(["sweep", "--executor", "local"]))[1] == {
+        "workers": 1}
+    assert flags.executor_from_args(_parse(["compare", "--executor", "local", "--workers",
+                                            "2"]))[1] == {}
+
+
+@pytest.mark.parametrize(("flag", "value", "expected"), [
+    ("--executor", "slurm", "choose from 'local', 'pool', 'ray'"),
+    ("--cpus-per-run", "0", "greater than 0"),
+    ("--gpus-per-run", "1.5", "less than or equal to 1"),
+    ("--gpus-per-run", "-1", "greater than or equal to 0"),
+])
+def test_a_bad_executor_flag_is_one_line(capsys, flag, value, expected):
+    with pytest.raises(SystemExit):
+        _parse(["compare", flag, value])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"convdrop compare: error: argument {flag}: ") and expected in last

@@ -18,6 +18,7 @@ from convdrop.cli import flags
 from convdrop.errors import RunsFailedError
 from convdrop.lab.report.stats import MethodSummary
 from convdrop.lab.runs import runner
+from convdrop.lab.runs.executors import chosen, open_executor
 from convdrop.lab.runs.preflight import preflight
 
 FIELDS = (*flags.GRID_FIELDS, *flags.SHARED_FIELDS)
@@ -32,7 +33,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         epilog=flags.LAYERS_EPILOG,
     )
     flags.add_spec_flags(parser, FIELDS)
-    parser.add_argument("--out", help="output folder (default: results/<preset>)")
+    flags.add_executor_flags(parser)
+    parser.add_argument("--out", help="output folder (default: results/<preset>; on "
+                        "--executor ray, a folder every node sees at the same path)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--restart", action="append", default=[], metavar="RUN",
                         help="delete run RUN (METHOD/seedS, or METHOD for all its seeds) and "
@@ -63,14 +66,19 @@ def run(args: argparse.Namespace) -> int:
     # the report (scipy) on first use, so `convdrop --help` stays fast
     from convdrop.lab.report import writer as report
 
-    spec = flags.spec_from_args(args, FIELDS)
+    where, fixed = flags.executor_from_args(args)
+    spec = flags.spec_from_args(args, FIELDS, **fixed)
     out = Path(args.out) if args.out else Path("results") / spec.name
     # every check before any output; runs to --restart are deleted, not checked
+    chosen(where, spec, workers_flag=args.workers)
     preflight(spec, out, [] if args.restart else range(spec.seeds))
-    print(f"convdrop compare {spec.name}: {len(spec.methods)} methods x {spec.seeds} seeds on "
-          f"{spec.data} / {spec.model}, {spec.epochs} epochs -> {out}", flush=True)
-    report_path, summaries = runner.compare(spec, out, show_progress=not args.quiet,
-                                            restart=args.restart)
+    with open_executor(where, spec) as executor:
+        if executor.name == "ray":  # the cluster first: what the runs will share
+            print(executor.describe(), flush=True)
+        print(f"convdrop compare {spec.name}: {len(spec.methods)} methods x {spec.seeds} seeds "
+              f"on {spec.data} / {spec.model}, {spec.epochs} epochs -> {out}", flush=True)
+        report_path, summaries = runner.compare(spec, out, show_progress=not args.quiet,
+                                                restart=args.restart, executor=executor)
     print(report.render_table(summaries, fmt="text", width=_width()))
     print(f"report: {report_path}")
     failed = failure_summary(summaries, report_path)

@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
+from convdrop.lab.runs.executors import EXECUTOR_FIELDS, ExecutorSettings
 from convdrop.lab.spec import presets
 from convdrop.lab.spec.experiment import ExperimentSpec, build_spec
 
@@ -186,3 +187,16 @@ def spec_from_args(args: argparse.Namespace, names: Sequence[str] = SHARED_FIELD
         return spec
     merged = {**spec.model_options, **options}
     return build_spec(spec_file=args.spec, overrides={**overrides, "model_options": merged})
+
+
+def add_executor_flags(parser: argparse.ArgumentParser) -> None:
+    """``--executor``, ``--ray-address``, ``--cpus-per-run``, ``--gpus-per-run``."""
+    add_field_flags(parser, ExecutorSettings, EXECUTOR_FIELDS)
+
+
+def executor_from_args(args: argparse.Namespace) -> tuple[ExecutorSettings, dict[str, Any]]:
+    """The executor flags, and the spec fields they fix: ``--executor local`` is one run
+    at a time, so ``workers`` is 1 unless ``--workers`` says otherwise (then an error)."""
+    settings = ExecutorSettings(**given(args, ExecutorSettings, EXECUTOR_FIELDS))
+    single = settings.executor == "local" and getattr(args, "workers", None) is None
+    return settings, {"workers": 1} if single else {}

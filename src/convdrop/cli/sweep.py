@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from convdrop.cli import flags
+from convdrop.lab.runs.executors import chosen, open_executor
 from convdrop.lab.runs.preflight import preflight
 from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.sweep.expand import build_sweep
@@ -30,7 +31,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         description="Train one method at every point of a grid over p (or drop budget), block "
         "size, placement and schedule, plus the control (p = 0), over several seeds; report "
         "the dose-response curve, a heatmap, the best setting, the settings within noise of "
-        "it (Welch t-test, Holm) and a verdict. Same runner as compare: resume, --workers.",
+        "it (Welch t-test, Holm) and a verdict. Same runner as compare: resume, --workers, "
+        "--executor.",
         epilog="Each setting comes from, lowest first: the defaults shown, CPU-sized defaults "
         "on the bundled data (digits, synthetic) and fashion-mnist, the sweep preset, the "
         "--spec file ([experiment] and [sweep] tables), then these flags. Lists are "
@@ -44,7 +46,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                         "[sweep] is given)")
     flags.add_field_flags(parser, SweepSettings, SWEEP_FIELDS)
     flags.add_field_flags(parser, ExperimentSpec, EXPERIMENT_FIELDS)
-    parser.add_argument("--out", help="output folder (default results/sweep-<preset>)")
+    flags.add_executor_flags(parser)
+    parser.add_argument("--out", help="output folder (default results/sweep-<preset>; on "
+                        "--executor ray, a folder every node sees at the same path)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -57,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from convdrop.lab.sweep.report import verdict
     from convdrop.lab.sweep.runner import run_sweep
 
-    experiment = flags.given(args, ExperimentSpec, EXPERIMENT_FIELDS)
+    where, fixed = flags.executor_from_args(args)
+    experiment = {**flags.given(args, ExperimentSpec, EXPERIMENT_FIELDS), **fixed}
     options = experiment.pop("model_options", None)
     sweep_flags = flags.given(args, SweepSettings, SWEEP_FIELDS)
     sweep = build_sweep(preset=args.preset, spec_file=args.spec, overrides=experiment,
@@ -68,12 +73,17 @@ def run(args: argparse.Namespace) -> int:
                             overrides={**experiment, "model_options": merged})
     spec = sweep.spec
     out = Path(args.out) if args.out else Path("results") / f"sweep-{spec.name}"
+    chosen(where, spec, workers_flag=args.workers)
     preflight(spec, out, range(spec.seeds))  # device, data, models, runs already in --out
     console = Console(width=None if sys.stdout.isatty() else 120)
-    console.print(f"[bold]convdrop sweep[/bold] {spec.name}: {sweep.settings.method}, "
-                  f"{len(spec.methods)} settings x {spec.seeds} seeds on {spec.data} / "
-                  f"{spec.model}, {spec.epochs} epochs -> {out}")
-    report_path, stats = run_sweep(sweep, out, show_progress=not args.quiet)
+    with open_executor(where, spec) as executor:
+        if executor.name == "ray":  # the cluster first: what the runs will share
+            console.print(executor.describe(), markup=False)
+        console.print(f"[bold]convdrop sweep[/bold] {spec.name}: {sweep.settings.method}, "
+                      f"{len(spec.methods)} settings x {spec.seeds} seeds on {spec.data} / "
+                      f"{spec.model}, {spec.epochs} epochs -> {out}")
+        report_path, stats = run_sweep(sweep, out, show_progress=not args.quiet,
+                                       executor=executor)
     console.print(verdict(sweep, stats), markup=False)
     console.print(f"report: {report_path}")
     return 0

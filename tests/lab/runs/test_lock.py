@@ -87,6 +87,26 @@ def test_a_lock_from_another_host_is_not_taken_over(tmp_path):
             pass
 
 
+def test_a_retry_of_the_same_run_takes_over_its_lock_from_another_host(tmp_path):
+    """A Ray task retried after its node died: the dead attempt's lock names the same owner."""
+    record = {"pid": 1, "host": "dead-node.example", "since": "earlier", "owner": "t:a/seed0"}
+    (tmp_path / lock.LOCK_NAME).write_text(json.dumps(record))
+    with pytest.warns(UserWarning, match="took over the stale lock"):
+        with lock.hold(tmp_path, owner="t:a/seed0"):
+            mine = json.loads((tmp_path / lock.LOCK_NAME).read_text())
+            assert mine["owner"] == "t:a/seed0" and mine["host"] == socket.gethostname()
+    (tmp_path / lock.LOCK_NAME).write_text(json.dumps({**record, "host": "elsewhere.example"}))
+    with pytest.raises(RunFolderError, match="host elsewhere.example"):  # another run's lock
+        with lock.hold(tmp_path, owner="t:b/seed0"):
+            pass
+
+
+def test_a_live_holder_is_refused_even_with_the_same_owner(held):
+    folder, pid = held  # the flock decides: an attempt still running keeps its run
+    with pytest.raises(RunFolderError, match=f"pid {pid}"), lock.hold(folder, owner="x"):
+        pass
+
+
 def test_the_lock_is_released_on_errors_and_can_be_taken_again(tmp_path):
     with pytest.raises(KeyError), lock.hold(tmp_path):
         raise KeyError("boom")

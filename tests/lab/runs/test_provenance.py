@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from convdrop.lab.runs.provenance import duration, method_settings, run_info
+from convdrop.lab.runs.executors import PoolExecutor
+from convdrop.lab.runs.provenance import duration, method_settings, nodes, run_info
 from convdrop.lab.spec.experiment import ExperimentSpec, build_spec
 
 
@@ -46,3 +47,18 @@ def test_the_report_says_whether_the_data_streamed():
         "random_resized_crop+flip, normalization train")
     forced = folder.model_copy(update={"data_mode": "memory"})
     assert "held in memory" in run_info(forced, None)["data"]
+
+
+def test_the_report_names_the_executor_and_the_machine_of_each_run():
+    spec = build_spec(overrides={"data": "synthetic", "device": "cpu", "workers": 2})
+    results = [{"method": "control", "seed": 0, "host": "a"},
+               {"method": "control", "seed": 1, "host": "b"},
+               {"method": "dropout", "seed": 0, "host": "a"},
+               {"method": "dropout", "seed": 1}]  # an older result.json: no host
+    assert nodes(results) == "a: control/seed0, dropout/seed0; b: control/seed1"
+    info = run_info(spec, None, executor=PoolExecutor(2), results=results)
+    assert info["executor"].startswith("pool: 2 worker process(es) on this machine")
+    assert info["nodes"] == nodes(results)
+    assert info["runs"] == f"{len(spec.methods)} methods x {spec.seeds} seeds"
+    assert f", {PoolExecutor(2).threads} thread(s) per run" in info["device"]
+    assert "executor" not in run_info(spec, None) and "nodes" not in run_info(spec, None)

@@ -1,4 +1,4 @@
-"""convdrop.lab.runs.workers: results in order, errors carried over, no process outlives its parent."""
+"""convdrop.lab.runs.workers: results in order, errors carried over, no orphan processes."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import session_processes, wait_until_gone
-
 from convdrop.errors import SpecError
 from convdrop.lab.runs.workers import WorkerDied, run_jobs
+
+from conftest import session_processes, wait_until_gone
 
 
 def square(value: int, *, report) -> int:

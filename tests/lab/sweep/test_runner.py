@@ -79,7 +79,7 @@ def test_adaptive_spends_seeds_where_the_intervals_overlap(tmp_path, monkeypatch
              "dropblock_scheduled-p0.2": 0.929, "dropblock_scheduled-p0.3": 0.80}
     calls = []
 
-    def fake_grid(spec, out, show_progress=True):
+    def fake_grid(spec, out, show_progress=True, executor=None):
         calls.append((tuple(spec.methods), spec.seeds))
         rng = np.random.default_rng(0)
         noise = rng.standard_normal((len(truth), 100)) * 0.003

@@ -5,9 +5,10 @@ own folder while it trains, so two runners on one ``--out`` (or a ``train`` on a
 a ``compare`` is training) never write the same files. The lock is an ``flock`` on the
 file, which the kernel drops when its holder dies, however it dies; the file records
 the holder's pid and host for the message. A lock file left by a process that no
-longer runs (on this host) is taken over with a warning. Taking a folder's lock also
-deletes the temporary files that a killed writer left there
-(:func:`convdrop._io.remove_stale_temps`).
+longer runs (on this host) is taken over with a warning, and so is one that names the
+same ``owner`` on any host: a retry of the same run by the same command, whose first
+attempt died with its node (``--executor ray``). Taking a folder's lock also deletes the
+temporary files that a killed writer left there (:func:`convdrop._io.remove_stale_temps`).
 """
 
 from __future__ import annotations
@@ -89,14 +90,15 @@ def _open_locked(path: Path, folder: Path, hint: str) -> tuple[int, dict[str, An
         os.close(fd)  # the holder released (and removed) it as we opened it: again
 
 
-def _take(folder: Path, hint: str) -> int:
+def _take(folder: Path, hint: str, owner: str | None) -> int:
     """Lock ``folder`` and record this process in the lock file; returns its descriptor."""
     path = folder / LOCK_NAME
     fd, previous = _open_locked(path, folder, hint)
     mine = {"pid": os.getpid(), "host": socket.gethostname()}
     try:
         if previous and {k: previous.get(k) for k in mine} != mine:
-            if previous.get("host") != mine["host"]:
+            retry = owner is not None and previous.get("owner") == owner
+            if previous.get("host") != mine["host"] and not retry:
                 raise _refusal(folder, previous, f"{hint} (on another host it cannot be "
                                f"checked; if it is not running, delete {path})")
             if fcntl is None and _alive(previous.get("pid")):
@@ -104,6 +106,8 @@ def _take(folder: Path, hint: str) -> int:
             warnings.warn(f"took over the stale lock {path} of pid {previous.get('pid')}, "
                           "which no longer runs", UserWarning, stacklevel=4)
         record = {**mine, "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        if owner is not None:
+            record["owner"] = owner
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode(), 0)
     except BaseException:
@@ -113,14 +117,17 @@ def _take(folder: Path, hint: str) -> int:
 
 
 @contextmanager
-def hold(folder: Path, *, hint: str = "choose another --out") -> Iterator[None]:
+def hold(folder: Path, *, hint: str = "choose another --out",
+         owner: str | None = None) -> Iterator[None]:
     """Hold ``folder``'s lock (creating the folder's lock file) for the ``with`` block.
 
     Raises :class:`RunFolderError` naming the holder when a live process holds it;
-    ``hint`` is what the message suggests instead of waiting.
+    ``hint`` is what the message suggests instead of waiting. ``owner`` names the work
+    (a command's token and a run): a lock left with the same owner is taken over from
+    any host, since the flock shows that nobody holds it any more.
     """
     folder = Path(folder)
-    fd = _take(folder, hint)
+    fd = _take(folder, hint, owner)
     try:
         _io.remove_stale_temps(folder)
         yield

@@ -23,9 +23,9 @@ from convdrop import models
 from convdrop._devices import resolve_device
 from convdrop.errors import RunFolderError, SpecError, did_you_mean
 from convdrop.lab.data import Datasets
+from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.spec.methods import build_recipe, resolve
 from convdrop.lab.train.run_data import load_run_data
-from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.train.store import RunPaths
 
 __all__ = ["check_models", "check_runs", "preflight", "settings_diff"]

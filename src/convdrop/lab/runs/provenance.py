@@ -1,4 +1,5 @@
-"""What a report records about how it was made: versions, device, wall time, method settings.
+"""What a report records about how it was made: versions, device, executor, the node of each
+run, wall time, method settings.
 
 Kept apart from :mod:`convdrop.lab.report.writer`, whose functions are pure: these ask the
 installed packages and the machine.
@@ -9,20 +10,29 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from convdrop._devices import resolve_device
 from convdrop.lab.data import default_image_size
 from convdrop.lab.data import streams as _streams
+from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.spec.methods import resolve
 from convdrop.lab.train.run_data import loader_workers
-from convdrop.lab.spec.experiment import ExperimentSpec
 
-__all__ = ["duration", "method_settings", "run_info"]
+__all__ = ["duration", "method_settings", "nodes", "run_info"]
+
+
+class Described(Protocol):
+    """What the report needs of an executor (:mod:`convdrop.lab.runs.executors`)."""
+
+    threads: int | None
+
+    def describe(self) -> str: ...
 
 
 def _version(package: str) -> str:
@@ -43,16 +53,17 @@ def duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def _device_text(name: str, workers: int) -> str:
+def _device_text(name: str, workers: int, threads: int | None = None) -> str:
     device = resolve_device(name)
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)}), requested {name!r}"
-    threads = ""
+    threads_text = ""
     if device.type == "cpu":  # the runner gives each worker process its share of the cores
-        each = torch.get_num_threads() if workers == 1 else max(1, (os.cpu_count() or 1)
-                                                                // workers)
-        threads = f", {each} thread(s) per run"
-    return f"{device} ({platform.processor() or platform.machine()}{threads}), requested {name!r}"
+        each = threads or (torch.get_num_threads() if workers == 1
+                           else max(1, (os.cpu_count() or 1) // workers))
+        threads_text = f", {each} thread(s) per run"
+    return f"{device} ({platform.processor() or platform.machine()}{threads_text}), requested " \
+           f"{name!r}"
 
 
 def _data_text(spec: ExperimentSpec) -> str:
@@ -65,17 +76,40 @@ def _data_text(spec: ExperimentSpec) -> str:
            f"{spec.normalization}"
 
 
-def run_info(spec: ExperimentSpec, wall_seconds: float | None) -> dict[str, str]:
-    """The lines at the top of report.md: versions, device, workers, date and wall time."""
+def nodes(results: Sequence[dict[str, Any]]) -> str:
+    """Which machine trained each run: ``"hostA: control/seed0, ...; hostB: ..."``.
+
+    From each result's ``host`` (written when the run finished, so a run trained by an
+    earlier command keeps its machine); results without one are left out.
+    """
+    by_host: dict[str, list[str]] = {}
+    for result in results:
+        if result.get("host"):
+            by_host.setdefault(str(result["host"]), []).append(
+                f"{result['method']}/seed{result['seed']}")
+    return "; ".join(f"{host}: {', '.join(runs)}" for host, runs in by_host.items())
+
+
+def run_info(spec: ExperimentSpec, wall_seconds: float | None, *,
+             executor: Described | None = None, results: Sequence[dict[str, Any]] = ()
+             ) -> dict[str, str]:
+    """The lines at the top of report.md: versions, device, executor, the node of each run,
+    date and wall time."""
+    threads = executor.threads if executor is not None else None
     info = {
         "versions": f"convdrop {_version('convdrop')}, torch {torch.__version__}, "
                     f"Python {platform.python_version()}",
-        "device": _device_text(spec.device, spec.workers),
+        "device": _device_text(spec.device, spec.workers, threads),
         "runs": f"{len(spec.methods)} methods x {spec.seeds} seeds, {spec.workers} worker "
                 f"process(es)",
         "data": _data_text(spec),
         "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
+    if executor is not None:
+        info["executor"] = executor.describe()
+        info["runs"] = f"{len(spec.methods)} methods x {spec.seeds} seeds"
+    if nodes(results):
+        info["nodes"] = nodes(results)
     if wall_seconds is not None:
         info["wall time"] = duration(wall_seconds) + " (runs already finished are not redone)"
     return info

@@ -13,6 +13,7 @@ runner makes for every run before it writes a file), and :func:`discard_run` is
 from __future__ import annotations
 
 import shutil
+import socket
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -21,10 +22,10 @@ from typing import Any
 from convdrop import _io
 from convdrop.errors import LaunchError, OutputError
 from convdrop.lab.runs import lock
+from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.train.checkpoint import read_checkpoint
 from convdrop.lab.train.distributed import Dist, launch_env
 from convdrop.lab.train.engine import NonFiniteLossError
-from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.train.store import Progress, RunPaths, check_epochs, finished_result
 from convdrop.lab.train.trainer import Trainer
 
@@ -55,12 +56,14 @@ def discard_run(out_dir: Path, method: str, seed: int) -> None:
 def execute(
     spec: ExperimentSpec, method: str, seed: int, out_dir: Path, *,
     device: str | None = None, progress: Progress | None = None,
-    dist: Dist | None = None, sync_bn: bool = False,
+    dist: Dist | None = None, sync_bn: bool = False, lock_owner: str | None = None,
 ) -> dict[str, Any]:
     """Train one run to the end (resuming if a checkpoint exists) and return its result.
 
     ``dist`` (from :func:`convdrop.lab.train.distributed.setup`) makes it one process of a
-    torchrun job: every rank calls this, rank 0 writes the files.
+    torchrun job: every rank calls this, rank 0 writes the files. ``lock_owner`` lets a
+    retry of the same run take over the lock its dead attempt left on another host
+    (:func:`convdrop.lab.runs.lock.hold`).
     """
     if dist is None and launch_env()[0] > 1:
         raise LaunchError(
@@ -72,7 +75,8 @@ def execute(
     writer = dist is None or dist.is_writer
     if writer:
         _make_folder(paths)
-    held = lock.hold(paths.root, hint="let it finish") if writer else nullcontext()
+    held = lock.hold(paths.root, hint="let it finish", owner=lock_owner) if writer \
+        else nullcontext()
     with held:
         done = finished_result(paths, spec.run_key(method))
         if done is not None:
@@ -99,7 +103,7 @@ def train_and_record(trainer: Trainer, paths: RunPaths, *, progress: Progress | 
     spec = trainer.spec
     base = {"method": trainer.method, "seed": trainer.seed,
             "run_key": spec.run_key(trainer.method), "epochs": spec.epochs,
-            "world_size": trainer.world_size}
+            "world_size": trainer.world_size, "host": socket.gethostname()}
     try:
         rows = trainer.fit(paths, progress=progress)
     except NonFiniteLossError as err:  # record it; the other runs of a grid go on

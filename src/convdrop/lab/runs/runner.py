@@ -1,8 +1,9 @@
 """The experiment runner behind ``convdrop compare``: a grid of methods x seeds, and its report.
 
-Runs execute in this process or, with ``--workers N``, in N spawned processes
-(one GPU each, round-robin, when several are present) that die with the runner
-(:mod:`convdrop.lab.runs.workers`). Finished runs are skipped on a rerun, interrupted
+Runs execute where an executor puts them (:mod:`convdrop.lab.runs.executors`): in this
+process, with ``--workers N`` in N spawned processes that die with the runner, or as
+Ray tasks on a cluster; every executor calls the same
+:func:`convdrop.lab.runs.run.execute`. Finished runs are skipped on a rerun, interrupted
 ones resume from their last epoch. The runner holds ``--out``'s lock
 (:mod:`convdrop.lab.runs.lock`) and, before it writes any file, reads back and checks
 every run already there, so a refused rerun changes nothing. At the end it writes
@@ -11,21 +12,18 @@ every run already there, so a refused rerun changes nothing. At the end it write
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import torch
 
 from convdrop import _io
 from convdrop.errors import ArgumentError, OutputError
 from convdrop.lab.runs import lock
-from convdrop.lab.runs.run import check_run, discard_run, execute
+from convdrop.lab.runs.executors import Executor, default_executor
+from convdrop.lab.runs.run import check_run, discard_run
+from convdrop.lab.runs.workers import sigterm_as_interrupt
 from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.train.store import RunPaths, prepare_out, read_metrics
-from convdrop.lab.runs.workers import run_jobs, sigterm_as_interrupt
 
 
 def grid(spec: ExperimentSpec) -> list[tuple[str, int]]:
@@ -33,28 +31,10 @@ def grid(spec: ExperimentSpec) -> list[tuple[str, int]]:
     return [(method, seed) for method in spec.methods for seed in range(spec.seeds)]
 
 
-def _device_for(spec: ExperimentSpec, index: int) -> str:
-    """Spread workers over GPUs when several are present and the device allows it."""
-    if spec.workers > 1 and spec.device in ("auto", "cuda") and torch.cuda.device_count() > 1:
-        return f"cuda:{index % torch.cuda.device_count()}"
-    return spec.device
-
-
-def _execute_reporting(spec_json: str, method: str, seed: int, out: str, device: str, *,
-                       report: Callable[[int], None]) -> dict[str, Any]:
-    """Worker entry point: a run whose per-epoch progress goes to ``report``."""
-    spec = ExperimentSpec.model_validate_json(spec_json)
-    last = [0]
-
-    def progress(done: int, total: int) -> None:
-        report(done - last[0])
-        last[0] = done
-
-    return execute(spec, method, seed, Path(out), device=device, progress=progress)
-
-
-def run_grid(spec: ExperimentSpec, out: Path, *, show_progress: bool = True) -> list[dict]:
-    """Run (or resume) every run of the grid; returns their results in grid order."""
+def run_grid(spec: ExperimentSpec, out: Path, *, show_progress: bool = True,
+             executor: Executor | None = None) -> list[dict]:
+    """Run (or resume) every run of the grid on ``executor`` (default: the pool when
+    ``spec.workers > 1``, else this process); returns their results in grid order."""
     from rich.progress import (  # rich on first use, so `convdrop --help` stays fast
         BarColumn,
         Progress,
@@ -69,35 +49,14 @@ def run_grid(spec: ExperimentSpec, out: Path, *, show_progress: bool = True) -> 
                TimeRemainingColumn())
     with Progress(*columns, disable=not show_progress, transient=False) as bar:
         task = bar.add_task(f"{spec.name}: {len(runs)} runs", total=len(runs) * spec.epochs)
-        if spec.workers == 1:
-            return [_run_here(spec, method, seed, out, bar, task) for method, seed in runs]
-        return _run_pool(spec, runs, out, bar, task)
-
-
-def _run_here(spec: ExperimentSpec, method: str, seed: int, out: Path, bar: Any,
-              task: Any) -> dict:
-    last = [0]
-
-    def progress(done: int, total: int) -> None:
-        bar.advance(task, done - last[0])
-        last[0] = done
-
-    bar.update(task, description=f"{spec.name}: {method} seed {seed}")
-    return execute(spec, method, seed, out, device=spec.device, progress=progress)
-
-
-def _run_pool(spec: ExperimentSpec, runs: list[tuple[str, int]], out: Path, bar: Any,
-              task: Any) -> list[dict]:
-    threads = max(1, (os.cpu_count() or 1) // spec.workers)
-    jobs = [(spec.model_dump_json(), method, seed, str(out), _device_for(spec, i))
-            for i, (method, seed) in enumerate(runs)]
-    return run_jobs(_execute_reporting, jobs, processes=spec.workers, threads=threads,
-                    on_event=lambda epochs: bar.advance(task, epochs),
-                    describe=lambda i: f"run {runs[i][0]} seed {runs[i][1]}")
+        return (executor or default_executor(spec)).run(
+            spec, runs, out, advance=lambda epochs: bar.advance(task, epochs),
+            show=lambda text: bar.update(task, description=f"{spec.name}: {text}"))
 
 
 def write_outputs(spec: ExperimentSpec, out: Path, results: list[dict], *,
-                  wall_seconds: float | None = None) -> tuple[Path, list]:
+                  wall_seconds: float | None = None, executor: Executor | None = None
+                  ) -> tuple[Path, list]:
     """results.json, summary.csv, plots and report.md; returns the report and summaries."""
     # not on top: scipy is slow for --help
     from convdrop.lab.report import plots
@@ -120,7 +79,8 @@ def write_outputs(spec: ExperimentSpec, out: Path, results: list[dict], *,
              f"{spec.seeds} seeds, train_size: {spec.train_size or 'all'}"]
     path = report.write_report(out, summaries, title=f"convdrop compare: {spec.name}",
                                config=spec.model_dump(), figures=figures, notes=notes,
-                               run_info=provenance.run_info(spec, wall_seconds),
+                               run_info=provenance.run_info(spec, wall_seconds,
+                                                            executor=executor, results=results),
                                settings=provenance.method_settings(spec))
     return path, summaries
 
@@ -139,11 +99,14 @@ def restart_runs(spec: ExperimentSpec, restart: Sequence[str]) -> set[tuple[str,
 
 
 def compare(spec: ExperimentSpec, out: Path, *, show_progress: bool = True,
-            restart: Sequence[str] = ()) -> tuple[Path, list]:
+            restart: Sequence[str] = (), executor: Executor | None = None
+            ) -> tuple[Path, list]:
     """Run the grid and write every output; returns the report's path and the summaries.
 
     Every run already in ``out`` is checked before anything is written; ``restart``
     names runs (``METHOD/seedS`` or ``METHOD``) to delete and train again instead.
+    ``executor`` runs them (:func:`convdrop.lab.runs.executors.open_executor`; default:
+    the pool when ``spec.workers > 1``, else this process).
     A write that fails (disk full, read-only) is an :class:`OutputError` naming ``--out``.
     """
     fresh = restart_runs(spec, restart)
@@ -157,8 +120,9 @@ def compare(spec: ExperimentSpec, out: Path, *, show_progress: bool = True,
                 discard_run(out, method, seed)
             _io.write_json(out / "config.json", spec.model_dump())
             started = time.perf_counter()
-            results = run_grid(spec, out, show_progress=show_progress)
-            return write_outputs(spec, out, results,
+            executor = executor or default_executor(spec)
+            results = run_grid(spec, out, show_progress=show_progress, executor=executor)
+            return write_outputs(spec, out, results, executor=executor,
                                  wall_seconds=time.perf_counter() - started)
     except OutputError as err:
         raise OutputError(f"--out {out}: {err}") from err

@@ -1,7 +1,7 @@
 """Running a sweep: the expanded spec through the grid runner, then its statistics and report.
 
 The runs are those of :func:`convdrop.lab.runs.runner.run_grid`, so seeds, resume (a rerun
-trains nothing that finished), ``--workers`` and the run folders
+trains nothing that finished), the executor (``--workers``, ``--executor``) and the run folders
 (``OUT/runs/<setting>/seed<k>/``) are the same as ``convdrop compare``'s, and
 ``convdrop train --spec`` runs of a generated setting land in the same place. It writes
 ``config.json``, ``sweep.json`` (settings and points), ``sweep_spec.toml`` (the expanded
@@ -20,6 +20,7 @@ from convdrop import _io
 from convdrop.errors import OutputError
 from convdrop.lab.report import writer as report
 from convdrop.lab.runs import lock, provenance, runner
+from convdrop.lab.runs.executors import Executor, default_executor
 from convdrop.lab.runs.run import check_run
 from convdrop.lab.runs.workers import sigterm_as_interrupt
 from convdrop.lab.spec.to_toml import spec_to_toml
@@ -37,13 +38,15 @@ TOML_HEADER = ("The expanded spec of a convdrop sweep: one method per setting. T
                "  convdrop train --spec OUT/sweep_spec.toml --method NAME --seed K --out OUT")
 
 
-def run_sweep(sweep: Sweep, out: Path, *, show_progress: bool = True
-              ) -> tuple[Path, SweepStats]:
+def run_sweep(sweep: Sweep, out: Path, *, show_progress: bool = True,
+              executor: Executor | None = None) -> tuple[Path, SweepStats]:
     """Run (or resume) every point over its seeds and write every output.
 
     As ``compare``: ``out``'s lock is held, every run already there is read back and
-    checked before anything is written, and a failed write names ``--out``.
+    checked before anything is written, a failed write names ``--out``, and ``executor``
+    runs the runs (default: the pool when ``workers > 1``, else this process).
     """
+    executor = executor or default_executor(sweep.spec)
     out = prepare_out(out)
     try:
         with sigterm_as_interrupt(), lock.hold(out):
@@ -54,11 +57,13 @@ def run_sweep(sweep: Sweep, out: Path, *, show_progress: bool = True
             _io.write_text(out / SPEC_FILE, spec_to_toml(sweep.spec, header=TOML_HEADER))
             started = time.perf_counter()
             if sweep.settings.adaptive:
-                results, rounds = run_adaptive(sweep, out, show_progress=show_progress)
+                results, rounds = run_adaptive(sweep, out, show_progress=show_progress,
+                                               executor=executor)
             else:
-                results = runner.run_grid(sweep.spec, out, show_progress=show_progress)
+                results = runner.run_grid(sweep.spec, out, show_progress=show_progress,
+                                          executor=executor)
                 rounds = []
-            return write_sweep_outputs(sweep, out, results, rounds=rounds,
+            return write_sweep_outputs(sweep, out, results, rounds=rounds, executor=executor,
                                        wall_seconds=time.perf_counter() - started)
     except OutputError as err:
         raise OutputError(f"--out {out}: {err}") from err
@@ -72,7 +77,8 @@ def rungs(min_seeds: int, seeds: int) -> list[int]:
     return counts
 
 
-def run_adaptive(sweep: Sweep, out: Path, *, show_progress: bool = True
+def run_adaptive(sweep: Sweep, out: Path, *, show_progress: bool = True,
+                 executor: Executor | None = None
                  ) -> tuple[list[dict], list[tuple[int, list[str]]]]:
     """Successive halving over seeds: each round runs the points still within noise of the
     best (and the control) up to the round's seed count.
@@ -87,7 +93,8 @@ def run_adaptive(sweep: Sweep, out: Path, *, show_progress: bool = True
     rounds = []
     for seeds in rungs(sweep.settings.min_seeds, spec.seeds):
         part = spec.model_copy(update={"methods": active, "seeds": seeds})
-        for result in runner.run_grid(part, out, show_progress=show_progress):
+        for result in runner.run_grid(part, out, show_progress=show_progress,
+                                      executor=executor):
             done[(result["method"], result["seed"])] = result
         rounds.append((seeds, active))
         ordered = [done[key] for key in sorted(done, key=lambda k: (spec.methods.index(k[0]),
@@ -101,7 +108,8 @@ def run_adaptive(sweep: Sweep, out: Path, *, show_progress: bool = True
 
 def write_sweep_outputs(sweep: Sweep, out: Path, results: list[dict], *,
                         rounds: list[tuple[int, list[str]]] = (),
-                        wall_seconds: float | None = None) -> tuple[Path, SweepStats]:
+                        wall_seconds: float | None = None, executor: Executor | None = None
+                        ) -> tuple[Path, SweepStats]:
     """results.json, summary.csv, sweep.csv, the figures and report.md from ``results``."""
     _io.write_json(out / "results.json", results)
     summaries = report.summarize(results, control="control")
@@ -134,5 +142,6 @@ def write_sweep_outputs(sweep: Sweep, out: Path, results: list[dict], *,
               for i, (seeds, names) in enumerate(rounds)]
     path = write_sweep_report(out, sweep, stats, title=f"convdrop sweep: {spec.name}",
                               figures=figures, failures=failures, notes=notes,
-                              run_info=provenance.run_info(spec, wall_seconds))
+                              run_info=provenance.run_info(spec, wall_seconds,
+                                                           executor=executor, results=results))
     return path, stats
