@@ -2,7 +2,10 @@
 
 The flags are those of ``compare`` (built from the spec) plus the ``[sweep]`` table's
 (built from :class:`convdrop.lab.sweep.expand.SweepSettings`); everything, the drop budget of
-every point included, is checked before anything is printed or written.
+every point included, is checked before anything is printed or written. ``--search
+optuna`` searches the same table with Optuna instead (flags from
+:class:`convdrop.lab.sweep.search.settings.SearchSettings`) and confirms the best
+settings on fresh seeds; its storage is connected to before anything trains.
 """
 
 from __future__ import annotations
@@ -11,16 +14,21 @@ import argparse
 import sys
 from pathlib import Path
 
+from convdrop._extras import missing
 from convdrop.cli import flags
+from convdrop.errors import ArgumentError
 from convdrop.lab.runs.preflight import preflight
 from convdrop.lab.spec.experiment import ExperimentSpec
-from convdrop.lab.sweep.expand import build_sweep
+from convdrop.lab.sweep.expand import Sweep, build_sweep
 from convdrop.lab.sweep.presets import DEFAULT_PRESET, SWEEP_PRESETS
+from convdrop.lab.sweep.search.settings import SearchSettings, shown_seeds, trial_seeds
 from convdrop.lab.sweep.settings import SweepSettings
 
 SWEEP_FIELDS = ("method", "p", "budget", "block_size", "placement", "schedule", "pairing",
                 "control", "adaptive", "min_seeds")
 EXPERIMENT_FIELDS = ("seeds", "workers", *flags.SHARED_FIELDS)
+SEARCH_FIELDS = ("trials", "sampler", "pruner", "storage", "study", "confirm", "trial_seeds",
+                 "sampler_seed")
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -43,6 +51,12 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                         "[sweep] is given)")
     flags.add_field_flags(parser, SweepSettings, SWEEP_FIELDS)
     flags.add_field_flags(parser, ExperimentSpec, EXPERIMENT_FIELDS)
+    parser.add_argument("--search", choices=("grid", "optuna"), default="grid",
+                        help="grid: every point of the table; optuna: the table read as "
+                        "ranges, searched by Optuna, the best settings confirmed with the "
+                        "control over --seeds fresh seeds (default: grid)")
+    flags.add_field_flags(parser.add_argument_group("search (with --search optuna)"),
+                          SearchSettings, SEARCH_FIELDS)
     parser.add_argument("--out", help="output folder (default results/sweep-<preset>)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -56,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from convdrop.lab.sweep.report import verdict
     from convdrop.lab.sweep.runner import run_sweep
 
+    search = _search_settings(args)
     experiment = flags.given(args, ExperimentSpec, EXPERIMENT_FIELDS)
     options = experiment.pop("model_options", None)
     sweep_flags = flags.given(args, SweepSettings, SWEEP_FIELDS)
@@ -67,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
                             overrides={**experiment, "model_options": merged})
     spec = sweep.spec
     out = Path(args.out) if args.out else Path("results") / f"sweep-{spec.name}"
+    if search is not None:
+        return _run_search(args, sweep, out, search)
     preflight(spec, out, range(spec.seeds))  # device, data, models, runs already in --out
     console = Console(width=None if sys.stdout.isatty() else 120)
     console.print(f"[bold]convdrop sweep[/bold] {spec.name}: {sweep.settings.method}, "
@@ -75,4 +92,60 @@ def run(args: argparse.Namespace) -> int:
     report_path, stats = run_sweep(sweep, out, show_progress=not args.quiet)
     console.print(verdict(sweep, stats), markup=False)
     console.print(f"report: {report_path}")
+    return 0
+
+
+def _search_settings(args: argparse.Namespace) -> SearchSettings | None:
+    """The search flags, None for a grid; a flag that does not fit is one line."""
+    chosen = flags.given(args, SearchSettings, SEARCH_FIELDS)
+    if args.search == "grid":
+        if chosen:
+            flag = "--" + next(iter(chosen)).replace("_", "-")
+            raise ArgumentError(f"{flag} applies to --search optuna; add --search optuna, or "
+                                "leave it out for a grid")
+        return None
+    if "trials" not in chosen:
+        raise ArgumentError("--trials: required with --search optuna (the number of trials "
+                            "this process adds to the study, e.g. --trials 30)")
+    if missing(("optuna",)):
+        raise ArgumentError("--search optuna needs the 'optuna' extra (optuna is not "
+                            "installed): pip install 'convdrop[optuna]'")
+    return SearchSettings(**chosen)
+
+
+def _run_search(args: argparse.Namespace, sweep: Sweep, out: Path,
+                settings: SearchSettings) -> int:
+    """``--search optuna``: every check (the storage reached) before anything is printed."""
+    import optuna  # the optuna extra, checked by _search_settings
+    from rich.console import Console
+
+    from convdrop.lab.sweep.report import verdict
+    from convdrop.lab.sweep.search.report import curse_text
+    from convdrop.lab.sweep.search.runner import open_search, run_search
+    from convdrop.lab.sweep.search.space import space_of
+    from convdrop.lab.sweep.search.study import check_url
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is ours
+    if settings.storage:
+        check_url(settings.storage)
+    space_of(sweep.settings)
+    spec = sweep.spec
+    preflight(spec, out, trial_seeds(settings))
+    opened = open_search(sweep, out, settings)
+    console = Console(width=None if sys.stdout.isatty() else 120)
+
+    def say(line: str) -> None:
+        console.print(line, markup=False, highlight=False)
+
+    then = (f"then the best {settings.confirm} and the control over {spec.seeds} fresh seeds"
+            if settings.confirm else "no confirmation (--confirm 0)")
+    say(f"convdrop sweep --search optuna {spec.name}: {sweep.settings.method}, "
+        f"{settings.trials} trials ({settings.sampler}, pruner {settings.pruner}) x "
+        f"{settings.trial_seeds} seed(s), {then}, on {spec.data} / {spec.model}, "
+        f"{spec.epochs} epochs; study {opened.study.study_name!r} in {opened.where} -> {out}")
+    report_path, confirmation = run_search(opened, show_progress=not args.quiet, say=say)
+    if confirmation is not None:
+        say(verdict(confirmation.sweep, confirmation.stats))
+        say(curse_text(confirmation, shown_seeds(trial_seeds(settings))))
+    say(f"report: {report_path}")
     return 0

@@ -28,9 +28,11 @@ from convdrop.lab.train.store import RunPaths, prepare_out, read_metrics
 from convdrop.lab.runs.workers import run_jobs, sigterm_as_interrupt
 
 
-def grid(spec: ExperimentSpec) -> list[tuple[str, int]]:
-    """Every (method, seed) of the spec, methods outer."""
-    return [(method, seed) for method in spec.methods for seed in range(spec.seeds)]
+def grid(spec: ExperimentSpec, seeds: Sequence[int] | None = None) -> list[tuple[str, int]]:
+    """Every (method, seed) of the spec, methods outer; ``seeds`` replaces 0..seeds-1 (a
+    search's confirmation runs fresh seeds, disjoint from its trials')."""
+    chosen = range(spec.seeds) if seeds is None else seeds
+    return [(method, seed) for method in spec.methods for seed in chosen]
 
 
 def _device_for(spec: ExperimentSpec, index: int) -> str:
@@ -53,8 +55,10 @@ def _execute_reporting(spec_json: str, method: str, seed: int, out: str, device:
     return execute(spec, method, seed, Path(out), device=device, progress=progress)
 
 
-def run_grid(spec: ExperimentSpec, out: Path, *, show_progress: bool = True) -> list[dict]:
-    """Run (or resume) every run of the grid; returns their results in grid order."""
+def run_grid(spec: ExperimentSpec, out: Path, *, show_progress: bool = True,
+             seeds: Sequence[int] | None = None) -> list[dict]:
+    """Run (or resume) every run of the grid (``seeds``: see :func:`grid`); returns their
+    results in grid order."""
     from rich.progress import (  # rich on first use, so `convdrop --help` stays fast
         BarColumn,
         Progress,
@@ -63,7 +67,7 @@ def run_grid(spec: ExperimentSpec, out: Path, *, show_progress: bool = True) -> 
         TimeRemainingColumn,
     )
 
-    runs = grid(spec)
+    runs = grid(spec, seeds)
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/"
                "{task.total:.0f} epochs"), TimeElapsedColumn(), TextColumn("ETA"),
                TimeRemainingColumn())
