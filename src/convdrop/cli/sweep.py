@@ -135,7 +135,7 @@ def _run_search(args: argparse.Namespace, sweep: Sweep, out: Path,
     console = Console(width=None if sys.stdout.isatty() else 120)
 
     def say(line: str) -> None:
-        console.print(line, markup=False, highlight=False)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)  # whole lines
 
     then = (f"then the best {settings.confirm} and the control over {spec.seeds} fresh seeds"
             if settings.confirm else "no confirmation (--confirm 0)")

@@ -63,7 +63,12 @@ def test_two_processes_on_one_journal_add_n_plus_m_trials(tmp_path):
 def _interrupted(out: Path) -> tuple[int, str] | None:
     """(number, setting) of a running trial whose run has an epoch on disk and no result,
     once two trials have finished."""
-    trials = _trials(out)
+    if not (out / "optuna.journal").is_file():
+        return None
+    try:
+        trials = _trials(out)
+    except KeyError:  # the study is not created yet
+        return None
     if sum(t.state == TrialState.COMPLETE for t in trials) < 2:
         return None
     for trial in trials:

@@ -70,7 +70,8 @@ def test_sqlite_study_remembers_its_search_and_refuses_another(tmp_path):
     study = open_study(url_storage(url), "s", space, _experiment(), **kwargs)
     study.enqueue_trial({"p": 0.1, "block_size": 2})
     again = open_study(url_storage(url), "s", space, _experiment(), **kwargs)
-    assert len(again.trials) == 1 and again.user_attrs["convdrop_search"]["space"]["p"] == [0.05, 0.3]
+    assert len(again.trials) == 1
+    assert again.user_attrs["convdrop_search"]["space"]["p"] == [0.05, 0.3]
     other = space_of(TABLE.model_copy(update={"block_size": [1, 7]}))
     with pytest.raises(StorageError, match=r"^study 's' in here searches something else than "
                        r"this sweep \(block_size 1\.\.5 there, 1\.\.7 now; epochs 1 there, "

@@ -15,6 +15,7 @@ the first already ran.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -23,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 from optuna.storages import BaseStorage
+from optuna.trial import TrialState
 
 from convdrop import _io
 from convdrop.errors import OutputError, RunFolderError
@@ -116,15 +119,35 @@ def _hold_waiting(out: Path, say: Callable[[str], None]) -> Iterator[None]:
 def _trials(opened: Opened, say: Callable[[str], None]) -> None:
     def after(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         requeue_dead(study, opened.storage)
-        value = f"{100 * trial.value:.2f} % val" if trial.value is not None else \
-            trial.state.name.lower()
-        say(f"trial {trial.number}: {trial.user_attrs.get('setting', '?')}: {value}")
+        steps = trial.intermediate_values
+        if trial.state == TrialState.COMPLETE:
+            how = f"{100 * trial.value:.2f} % val"
+        elif trial.state == TrialState.PRUNED and steps:
+            how = f"pruned after step {max(steps)} ({100 * steps[max(steps)]:.2f} % val)"
+        else:
+            how = trial.state.name.lower()
+        say(f"trial {trial.number}: {trial.user_attrs.get('setting', '?')}: {how}")
 
     requeued = requeue_dead(opened.study, opened.storage)
     if requeued:
         say(f"queued again the interrupted trial(s) {requeued}")
-    opened.study.optimize(make_objective(opened.search), n_trials=opened.search.settings.trials,
-                          catch=(RunFolderError,), callbacks=[after], gc_after_trial=False)
+    with _threads_of(opened.search.sweep.spec.workers):
+        opened.study.optimize(make_objective(opened.search),
+                              n_trials=opened.search.settings.trials, catch=(RunFolderError,),
+                              callbacks=[after], gc_after_trial=False)
+
+
+@contextmanager
+def _threads_of(workers: int) -> Iterator[None]:
+    """Trials train in this process with the CPU threads a grid worker of the spec's
+    ``workers`` has (``workers`` is part of every run key: it changes the float sums)."""
+    previous = torch.get_num_threads()
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def run_search(opened: Opened, *, show_progress: bool = True,
@@ -196,9 +219,11 @@ def _write(opened: Opened, trials: list, confirmation: Confirmation | None,
             _io.write_text(out / SPEC_FILE, toml)
     spec = sweep.spec
     run_info = provenance.run_info(spec, wall)
-    run_info["runs"] = (f"{len(trials)} trials x {opened.search.settings.trial_seeds} seed(s), "
-                        f"then {len(confirmation.sweep.points) if confirmation else 0} "
-                        f"settings x {spec.seeds} fresh seeds")
+    finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    run_info["runs"] = (f"{finished} finished trials ({len(trials)} in the study) x "
+                        f"{opened.search.settings.trial_seeds} seed(s), then "
+                        f"{len(confirmation.sweep.points) if confirmation else 0} settings x "
+                        f"{spec.seeds} fresh seeds")
     notes = [f"data: {spec.data}, model: {spec.model} {spec.model_options or ''}, "
              f"{spec.epochs} epochs, train_size: {spec.train_size or 'all'}, method: "
              f"{sweep.settings.method}"]

@@ -17,6 +17,7 @@ search to it is refused with the differences named.
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ JOURNAL_NAME = "optuna.journal"
 HEARTBEAT_S = 60  # a database trial's heartbeat; a trial silent for GRACE_S is failed
 GRACE_S = 300
 CONNECT_TIMEOUT_S = 10
+CREATE_ATTEMPTS = 4
 SEARCH_ATTR = "convdrop_search"  # one attribute, written at once: {"space", "experiment"}
 URL_EXAMPLE = "e.g. postgresql://user@127.0.0.1:5432/optuna or sqlite:///study.db"
 
@@ -85,15 +87,8 @@ def url_storage(url: str) -> RDBStorage:
     """Connect to the database at ``url`` (creating Optuna's tables on first use)."""
     check_url(url)
     shown = shown_url(url)
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}  # long trials outlive idle connections
-    if make_url(url).get_backend_name() == "postgresql":
-        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     try:
-        with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna 5
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
-                              grace_period=GRACE_S, heartbeat_stale_trial_callback=(
-                                  RetryHeartbeatStaleTrialCallback(max_retry=3)))
+        return _connect(url)
     except sqlalchemy.exc.NoSuchModuleError:
         raise StorageError(f"--storage {shown!r}: unknown database kind "
                            f"{make_url(url).drivername!r}; {URL_EXAMPLE}") from None
@@ -103,6 +98,26 @@ def url_storage(url: str) -> RDBStorage:
     except sqlalchemy.exc.SQLAlchemyError as err:
         raise StorageError(f"--storage {shown!r}: cannot use the database "
                            f"({_first_line(err)})") from None
+
+
+def _connect(url: str, attempts: int = CREATE_ATTEMPTS) -> RDBStorage:
+    """``RDBStorage``; processes that create its tables at the same moment collide on
+    PostgreSQL's catalog (a unique-key error), so that is retried: the tables exist then."""
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}  # long trials outlive idle connections
+    if make_url(url).get_backend_name() == "postgresql":
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna 5
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
+                                  grace_period=GRACE_S, heartbeat_stale_trial_callback=(
+                                      RetryHeartbeatStaleTrialCallback(max_retry=3)))
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt + 1 >= attempts:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise ValueError(f"attempts must be >= 1, got {attempts}")
 
 
 def journal_storage(out: Path) -> JournalStorage:
