@@ -11,7 +11,12 @@ import pytest
 
 from convdrop import _io
 from convdrop.lab.sweep.expand import build_sweep
-from convdrop.lab.sweep.search.objective import Search, _pruning, trial_setting
+from convdrop.lab.sweep.search.objective import (
+    Search,
+    _pruning,
+    make_objective,
+    trial_setting,
+)
 from convdrop.lab.sweep.search.settings import SearchSettings
 from convdrop.lab.sweep.search.space import space_of
 from convdrop.lab.sweep.search.study import make_pruner
@@ -102,3 +107,27 @@ def test_a_trial_setting_is_named_and_keyed_like_a_grid_point(values, name, tmp_
     grid = build_sweep(overrides=tiny, sweep_overrides={"p": [values["p"]], "block_size": [
         values["block_size"]], "control": False}, probe=probe)
     assert grid.spec.run_key(name) == spec.run_key(name)  # the same run, wherever it ran
+
+
+def test_an_interrupted_trial_queues_its_parameters_again(tmp_path):
+    tiny = {"data": "synthetic", "train_size": 24, "epochs": 1, "image_size": 16,
+            "model_options": {"width": 4}}
+    sweep = build_sweep(overrides=tiny, sweep_overrides={"p": [0.05, 0.3], "block_size": [1, 5]},
+                        probe=lambda spec, method: 0.05)
+
+    def interrupted(spec, method):  # Ctrl-C arrives while the trial builds its setting
+        raise KeyboardInterrupt
+
+    search = Search(sweep, space_of(sweep.settings), SearchSettings(trials=1), tmp_path,
+                    interrupted)
+    study = optuna.create_study(direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    with pytest.raises(KeyboardInterrupt):
+        study.optimize(make_objective(search), n_trials=1)
+    first, queued = study.trials
+    assert first.state == optuna.trial.TrialState.FAIL
+    assert queued.state == optuna.trial.TrialState.WAITING
+    assert queued.user_attrs == {"retry_of": 0}
+    again = study.ask()  # the next trial proposes the interrupted setting
+    assert again.suggest_float("p", 0.05, 0.3, log=True) == first.params["p"]
+    assert again.suggest_int("block_size", 1, 5) == first.params["block_size"]
