@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml setup.py constraints.txt src/convdrop/ops/_kernel.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[lab,vision,ray,dev,keras,lightning]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[lab,vision,ray,optuna,dev,keras,lightning]'
 	touch $(STAMP)
 
 install: $(STAMP)

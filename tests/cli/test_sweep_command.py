@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import json
+import socket
 
 import pytest
 
 from convdrop.cli import main
+
+from conftest import assert_png, files
 
 FAST = ["--data", "synthetic", "--train-size", "24", "--epochs", "1", "--seeds", "1",
         "--batch-size", "12", "--image-size", "16", "--model-option", "width=4",
@@ -52,3 +57,78 @@ def test_bad_input_is_one_line_and_writes_nothing(argv, message, tmp_path, capsy
 def test_presets_lists_the_sweeps(capsys):
     assert main(["presets"]) == 0
     assert "dropblock-dose" in capsys.readouterr().out
+
+
+SEARCH = ["--search", "optuna", "--p", "0.05,0.3", "--block-size", "1,3", "--sampler", "random",
+          "--sampler-seed", "0"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cli_search_confirms_on_fresh_seeds_and_writes_a_winner_train_reads(tmp_path, capsys):
+    out = tmp_path / "out"
+    flags = [*FAST[:FAST.index("--seeds")], *FAST[FAST.index("--seeds") + 2:]]
+    assert main(["sweep", *flags, "--seeds", "2", *SEARCH, "--trials", "3", "--confirm", "2",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "3 trials (random, pruner median) x 1 seed(s), then the best 2 and the control " \
+           "over 2 fresh seeds" in printed
+    assert "trial 2: dropblock_scheduled-p" in printed
+    assert "(the winner's curse)" in printed or "(no curse this time)" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert {r["seed"] for r in results} == {1000, 1001}  # the verdict's runs: fresh seeds only
+    assert len({r["method"] for r in results}) == 3 and "control" in {r["method"] for r in results}
+    trials = list(csv.DictReader((out / "trials.csv").open()))
+    assert [t["trial"] for t in trials] == ["0", "1", "2"]
+    for trial in trials:  # the search's runs: seed 0 only
+        assert sorted(p.name for p in (out / "runs" / trial["setting"]).iterdir())[0] == "seed0"
+    report = (out / "report.md").read_text()
+    for part in ("## Verdict", "From the confirmation runs only (seeds 1000-1001)",
+                 "## Winner's curse", "## Confirmation (2 fresh seeds per setting)", "## Trials",
+                 "optimization_history.png"):
+        assert part in report
+    assert_png(out / "optimization_history.png")
+    assert main(["train", "--spec", str(out / "sweep_spec.toml"), "--seed", "7", "--epochs",
+                 "1", "--out", str(tmp_path / "winner")]) == 0
+    assert len(list((tmp_path / "winner" / "runs").glob("*/seed7/result.json"))) == 1
+
+
+def test_a_study_of_another_search_is_refused_naming_the_difference(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["sweep", *FAST, *SEARCH, "--trials", "1", "--confirm", "0", "--out",
+                 str(out)]) == 0
+    before = files(out)
+    capsys.readouterr()
+    assert main(["sweep", *FAST, *SEARCH, "--block-size", "1,5", "--trials", "1",
+                 "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(_lines(captured.err)) == 1
+    assert "study 'sweep' in " in captured.err and "(block_size 1..3 there, 1..5 now)" \
+        in captured.err
+    assert files(out) == before  # refused before anything was written
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--search", "optuna", "--trials", "0"], "argument --trials: invalid value '0'"),
+    (["--trials", "3"], "--trials applies to --search optuna"),
+    (["--search", "optuna"], "--trials: required with --search optuna"),
+    (["--search", "optuna", "--trials", "2", "--storage", "not a url"],
+     "--storage 'not a url': not a database URL"),
+    (["--search", "optuna", "--trials", "2", "--storage", "postgresql://u:pw@127.0.0.1:{port}/x"],
+     "--storage 'postgresql://u:***@127.0.0.1:{port}/x': cannot use the database"),
+    (["--search", "optuna", "--trials", "2", "--p", "0.05,0.3", "--adaptive"],
+     "sweep.adaptive: successive halving"),
+    (["--search", "optuna", "--trials", "2", "--p", "0.1"], "sweep: nothing to search"),
+    (["--search", "optuna", "--trials", "2", "--sampler", "cmaes"],
+     "argument --sampler: invalid choice 'cmaes'"),
+])
+def test_bad_search_input_is_one_line_and_writes_nothing(argv, message, tmp_path, capsys,
+                                                         monkeypatch):
+    monkeypatch.delenv("CONVDROP_DEBUG", raising=False)
+    port = str(_free_port())
+    argv, message = [a.replace("{port}", port) for a in argv], message.replace("{port}", port)
+    test_bad_input_is_one_line_and_writes_nothing(argv, message, tmp_path, capsys, monkeypatch)

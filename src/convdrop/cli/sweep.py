@@ -2,7 +2,10 @@
 
 The flags are those of ``compare`` (built from the spec) plus the ``[sweep]`` table's
 (built from :class:`convdrop.lab.sweep.expand.SweepSettings`); everything, the drop budget of
-every point included, is checked before anything is printed or written.
+every point included, is checked before anything is printed or written. ``--search
+optuna`` searches the same table with Optuna instead (flags from
+:class:`convdrop.lab.sweep.search.settings.SearchSettings`) and confirms the best
+settings on fresh seeds; its storage is connected to before anything trains.
 """
 
 from __future__ import annotations
@@ -11,17 +14,22 @@ import argparse
 import sys
 from pathlib import Path
 
+from convdrop._extras import missing
 from convdrop.cli import flags
+from convdrop.errors import ArgumentError
 from convdrop.lab.runs.executors import chosen, open_executor
 from convdrop.lab.runs.preflight import preflight
 from convdrop.lab.spec.experiment import ExperimentSpec
-from convdrop.lab.sweep.expand import build_sweep
+from convdrop.lab.sweep.expand import Sweep, build_sweep
 from convdrop.lab.sweep.presets import DEFAULT_PRESET, SWEEP_PRESETS
+from convdrop.lab.sweep.search.settings import SearchSettings, shown_seeds, trial_seeds
 from convdrop.lab.sweep.settings import SweepSettings
 
 SWEEP_FIELDS = ("method", "p", "budget", "block_size", "placement", "schedule", "pairing",
                 "control", "adaptive", "min_seeds")
 EXPERIMENT_FIELDS = ("seeds", "workers", *flags.SHARED_FIELDS)
+SEARCH_FIELDS = ("trials", "sampler", "pruner", "storage", "study", "confirm", "trial_seeds",
+                 "sampler_seed")
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -47,6 +55,12 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     flags.add_field_flags(parser, SweepSettings, SWEEP_FIELDS)
     flags.add_field_flags(parser, ExperimentSpec, EXPERIMENT_FIELDS)
     flags.add_executor_flags(parser)
+    parser.add_argument("--search", choices=("grid", "optuna"), default="grid",
+                        help="grid: every point of the table; optuna: the table read as "
+                        "ranges, searched by Optuna, the best settings confirmed with the "
+                        "control over --seeds fresh seeds (default: grid)")
+    flags.add_field_flags(parser.add_argument_group("search (with --search optuna)"),
+                          SearchSettings, SEARCH_FIELDS)
     parser.add_argument("--out", help="output folder (default results/sweep-<preset>; on "
                         "--executor ray, a folder every node sees at the same path)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -62,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from convdrop.lab.sweep.runner import run_sweep
 
     where, fixed = flags.executor_from_args(args)
+    search = _search_settings(args)
     experiment = {**flags.given(args, ExperimentSpec, EXPERIMENT_FIELDS), **fixed}
     options = experiment.pop("model_options", None)
     sweep_flags = flags.given(args, SweepSettings, SWEEP_FIELDS)
@@ -73,7 +88,13 @@ def run(args: argparse.Namespace) -> int:
                             overrides={**experiment, "model_options": merged})
     spec = sweep.spec
     out = Path(args.out) if args.out else Path("results") / f"sweep-{spec.name}"
-    chosen(where, spec, workers_flag=args.workers)
+    executor_name = chosen(where, spec, workers_flag=args.workers)
+    if search is not None:
+        if executor_name == "ray":
+            raise ArgumentError("--executor ray: --search optuna runs its trials in this "
+                                "process or its worker pool for now; use --executor local "
+                                "or pool, or --storage URL from several machines")
+        return _run_search(args, sweep, out, search)
     preflight(spec, out, range(spec.seeds))  # device, data, models, runs already in --out
     console = Console(width=None if sys.stdout.isatty() else 120)
     with open_executor(where, spec) as executor:
@@ -86,4 +107,60 @@ def run(args: argparse.Namespace) -> int:
                                        executor=executor)
     console.print(verdict(sweep, stats), markup=False)
     console.print(f"report: {report_path}")
+    return 0
+
+
+def _search_settings(args: argparse.Namespace) -> SearchSettings | None:
+    """The search flags, None for a grid; a flag that does not fit is one line."""
+    chosen = flags.given(args, SearchSettings, SEARCH_FIELDS)
+    if args.search == "grid":
+        if chosen:
+            flag = "--" + next(iter(chosen)).replace("_", "-")
+            raise ArgumentError(f"{flag} applies to --search optuna; add --search optuna, or "
+                                "leave it out for a grid")
+        return None
+    if "trials" not in chosen:
+        raise ArgumentError("--trials: required with --search optuna (the number of trials "
+                            "this process adds to the study, e.g. --trials 30)")
+    if missing(("optuna",)):
+        raise ArgumentError("--search optuna needs the 'optuna' extra (optuna is not "
+                            "installed): pip install 'convdrop[optuna]'")
+    return SearchSettings(**chosen)
+
+
+def _run_search(args: argparse.Namespace, sweep: Sweep, out: Path,
+                settings: SearchSettings) -> int:
+    """``--search optuna``: every check (the storage reached) before anything is printed."""
+    import optuna  # the optuna extra, checked by _search_settings
+    from rich.console import Console
+
+    from convdrop.lab.sweep.report import verdict
+    from convdrop.lab.sweep.search.report import curse_text
+    from convdrop.lab.sweep.search.runner import open_search, run_search
+    from convdrop.lab.sweep.search.space import space_of
+    from convdrop.lab.sweep.search.study import check_url
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is ours
+    if settings.storage:
+        check_url(settings.storage)
+    space_of(sweep.settings)
+    spec = sweep.spec
+    preflight(spec, out, trial_seeds(settings))
+    opened = open_search(sweep, out, settings)
+    console = Console(width=None if sys.stdout.isatty() else 120)
+
+    def say(line: str) -> None:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)  # whole lines
+
+    then = (f"then the best {settings.confirm} and the control over {spec.seeds} fresh seeds"
+            if settings.confirm else "no confirmation (--confirm 0)")
+    say(f"convdrop sweep --search optuna {spec.name}: {sweep.settings.method}, "
+        f"{settings.trials} trials ({settings.sampler}, pruner {settings.pruner}) x "
+        f"{settings.trial_seeds} seed(s), {then}, on {spec.data} / {spec.model}, "
+        f"{spec.epochs} epochs; study {opened.study.study_name!r} in {opened.where} -> {out}")
+    report_path, confirmation = run_search(opened, show_progress=not args.quiet, say=say)
+    if confirmation is not None:
+        say(verdict(confirmation.sweep, confirmation.stats))
+        say(curse_text(confirmation, shown_seeds(trial_seeds(settings))))
+    say(f"report: {report_path}")
     return 0

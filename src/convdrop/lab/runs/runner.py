@@ -26,15 +26,19 @@ from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.train.store import RunPaths, prepare_out, read_metrics
 
 
-def grid(spec: ExperimentSpec) -> list[tuple[str, int]]:
-    """Every (method, seed) of the spec, methods outer."""
-    return [(method, seed) for method in spec.methods for seed in range(spec.seeds)]
+def grid(spec: ExperimentSpec, seeds: Sequence[int] | None = None) -> list[tuple[str, int]]:
+    """Every (method, seed) of the spec, methods outer; ``seeds`` replaces 0..seeds-1 (a
+    search's confirmation runs fresh seeds, disjoint from its trials')."""
+    chosen = range(spec.seeds) if seeds is None else seeds
+    return [(method, seed) for method in spec.methods for seed in chosen]
 
 
 def run_grid(spec: ExperimentSpec, out: Path, *, show_progress: bool = True,
-             executor: Executor | None = None) -> list[dict]:
-    """Run (or resume) every run of the grid on ``executor`` (default: the pool when
-    ``spec.workers > 1``, else this process); returns their results in grid order."""
+             executor: Executor | None = None, seeds: Sequence[int] | None = None
+             ) -> list[dict]:
+    """Run (or resume) every run of the grid (``seeds``: see :func:`grid`) on ``executor``
+    (default: the pool when ``spec.workers > 1``, else this process); returns their
+    results in grid order."""
     from rich.progress import (  # rich on first use, so `convdrop --help` stays fast
         BarColumn,
         Progress,
@@ -43,7 +47,7 @@ def run_grid(spec: ExperimentSpec, out: Path, *, show_progress: bool = True,
         TimeRemainingColumn,
     )
 
-    runs = grid(spec)
+    runs = grid(spec, seeds)
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/"
                "{task.total:.0f} epochs"), TimeElapsedColumn(), TextColumn("ETA"),
                TimeRemainingColumn())

@@ -7,6 +7,8 @@
 - :mod:`.runner`: the runs through :mod:`convdrop.lab.runs`, then statistics and report.
 - :mod:`.stats`, :mod:`.report`, :mod:`.plots`: intervals and "within noise of the best",
   ``sweep.md``, the dose-response plot and heatmap.
+- :mod:`.search`: the same table searched by Optuna instead of walked as a grid, and the
+  best settings confirmed on fresh seeds (``convdrop sweep --search optuna``).
 
 The top of ``lab``: may import every other subpackage; none imports it.
 """
