@@ -115,7 +115,8 @@ def _run(args: argparse.Namespace, spec: ExperimentSpec, method: str) -> int:
         if dist.is_writer:
             _restart(args, spec, method, paths)
         say = print if dist.is_writer and not args.quiet else _silent
-        done = finished_result(paths, spec.run_key(method))
+        done = finished_result(paths, spec.run_key(method), method=method, seed=args.seed,
+                               epochs=spec.epochs)
         if done is not None:
             say(f"{paths.root} already holds this finished run; nothing to do")
             return _summary(done, paths, say)

@@ -5,7 +5,9 @@ found in a second, not after the data), the data and ``train_size`` (by reading 
 data set, which the first run then reuses), the model and every method's placement
 (built on the ``meta`` device, so a ResNet-50 costs no memory and no time), and the
 runs already in ``--out``: one with other settings is an error that says which
-settings differ, found before the first epoch rather than in the middle of a grid.
+settings differ, and a finished one must hold this run's result (an edited or copied
+``result.json`` is refused), found before the first epoch rather than in the middle of
+a grid.
 Each problem is a :class:`convdrop.errors.UserError` of one line.
 """
 
@@ -26,7 +28,7 @@ from convdrop.lab.data import Datasets
 from convdrop.lab.spec.methods import build_recipe, resolve
 from convdrop.lab.train.run_data import load_run_data
 from convdrop.lab.spec.experiment import ExperimentSpec
-from convdrop.lab.train.store import RunPaths
+from convdrop.lab.train.store import RunPaths, finished_result
 
 __all__ = ["check_models", "check_runs", "preflight", "settings_diff"]
 
@@ -122,7 +124,8 @@ def _stored_spec(out: Path, paths: RunPaths) -> ExperimentSpec | None:
 
 
 def check_runs(spec: ExperimentSpec, out: Path, seeds: Iterable[int]) -> None:
-    """A finished run in ``out`` with other settings is an error naming the settings."""
+    """A finished run in ``out`` with other settings is an error naming the settings; one
+    with these settings must be this run's result (:func:`finished_result`'s checks)."""
     for method in spec.methods:
         for seed in seeds:
             paths = RunPaths.of(out, method, seed)
@@ -130,7 +133,8 @@ def check_runs(spec: ExperimentSpec, out: Path, seeds: Iterable[int]) -> None:
                 stored = json.loads(paths.result.read_text(encoding="utf-8")).get("run_key")
             except (OSError, ValueError, AttributeError):
                 continue  # no finished run here (the runner reports an unreadable one)
-            if stored == spec.run_key(method):
+            if stored == spec.run_key(method):  # the same settings: is it this run's result?
+                finished_result(paths, stored, method=method, seed=seed, epochs=spec.epochs)
                 continue
             old = _stored_spec(out, paths)
             changes = (settings_diff(old.run_settings(method), spec.run_settings(method))
