@@ -108,3 +108,15 @@ def test_small_cpu_defaults_only_for_bundled_data_and_simple_cnn():
     assert resnet.train_size == 300 and resnet.model_options == {}
     explicit = build_spec(overrides={"train_size": 500, "epochs": 3})
     assert explicit.train_size == 500 and explicit.epochs == 3
+
+
+@pytest.mark.parametrize(("path", "what"), [
+    (None, "is a directory, not a file"),  # tmp_path itself
+    (Path("/dev/null"), "is a character device, not a regular file"),
+])
+def test_a_spec_path_that_is_not_a_file_says_what_it_is(tmp_path, path, what):
+    path = tmp_path if path is None else path
+    with pytest.raises(SpecError, match=f"spec file '{path}' {what}"):
+        build_spec(spec_file=path)
+    with pytest.raises(MissingFileError, match="does not exist"):
+        build_spec(spec_file=tmp_path / "nope.toml")

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from convdrop import _io
-from convdrop.errors import ArgumentError, OutputError
+from convdrop.errors import ArgumentError, OutputError, one_line_warnings
 from convdrop.lab.runs import lock
 from convdrop.lab.runs.run import check_run, discard_run, execute
 from convdrop.lab.spec.experiment import ExperimentSpec
@@ -50,7 +50,8 @@ def _execute_reporting(spec_json: str, method: str, seed: int, out: str, device:
         report(done - last[0])
         last[0] = done
 
-    return execute(spec, method, seed, Path(out), device=device, progress=progress)
+    with one_line_warnings():  # as the command line shows its own: one line each
+        return execute(spec, method, seed, Path(out), device=device, progress=progress)
 
 
 def run_grid(spec: ExperimentSpec, out: Path, *, show_progress: bool = True) -> list[dict]:

@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from convdrop import models
-from convdrop.errors import MissingFileError, SpecError, did_you_mean
+from convdrop.errors import MissingFileError, SpecError, did_you_mean, file_problem
 from convdrop.lab.spec import presets
 from convdrop.lab.spec.base_methods import BASE_METHODS
 
@@ -205,8 +205,11 @@ def load_toml(path: Path, tables: tuple[str, ...], expected: str) -> dict[str, A
     """A spec file's tables; every problem (missing, not TOML, not UTF-8, nested too
     deeply, a table not in ``tables``) is a one-line error naming the file."""
     path = Path(path)
-    if not path.is_file():
+    problem = file_problem(path)  # a directory or /dev/null is not "missing"
+    if problem == "does not exist":
         raise MissingFileError(f"spec file {str(path)!r} does not exist")
+    if problem:
+        raise SpecError(f"spec file {str(path)!r} {problem}")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
