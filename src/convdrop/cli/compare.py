@@ -66,9 +66,11 @@ def run(args: argparse.Namespace) -> int:
     spec = flags.spec_from_args(args, FIELDS)
     out = Path(args.out) if args.out else Path("results") / spec.name
     # every check before any output; runs to --restart are deleted, not checked
-    preflight(spec, out, [] if args.restart else range(spec.seeds))
+    notes = preflight(spec, out, [] if args.restart else range(spec.seeds))
     print(f"convdrop compare {spec.name}: {len(spec.methods)} methods x {spec.seeds} seeds on "
           f"{spec.data} / {spec.model}, {spec.epochs} epochs -> {out}", flush=True)
+    for note in notes:  # e.g. which --weights tensors stay fresh
+        print(note, flush=True)
     report_path, summaries = runner.compare(spec, out, show_progress=not args.quiet,
                                             restart=args.restart)
     print(report.render_table(summaries, fmt="text", width=_width()))

@@ -67,11 +67,13 @@ def run(args: argparse.Namespace) -> int:
                             overrides={**experiment, "model_options": merged})
     spec = sweep.spec
     out = Path(args.out) if args.out else Path("results") / f"sweep-{spec.name}"
-    preflight(spec, out, range(spec.seeds))  # device, data, models, runs already in --out
+    notes = preflight(spec, out, range(spec.seeds))  # device, data, models, runs in --out
     console = Console(width=None if sys.stdout.isatty() else 120)
     console.print(f"[bold]convdrop sweep[/bold] {spec.name}: {sweep.settings.method}, "
                   f"{len(spec.methods)} settings x {spec.seeds} seeds on {spec.data} / "
                   f"{spec.model}, {spec.epochs} epochs -> {out}")
+    for note in notes:  # e.g. which --weights tensors stay fresh
+        console.print(note, markup=False)
     report_path, stats = run_sweep(sweep, out, show_progress=not args.quiet)
     console.print(verdict(sweep, stats), markup=False)
     console.print(f"report: {report_path}")

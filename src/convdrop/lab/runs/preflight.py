@@ -25,19 +25,22 @@ from convdrop import models
 from convdrop._devices import resolve_device
 from convdrop.errors import RunFolderError, SpecError, did_you_mean
 from convdrop.lab.data import Datasets
-from convdrop.lab.spec.methods import build_recipe, resolve
-from convdrop.lab.train.run_data import load_run_data
 from convdrop.lab.spec.experiment import ExperimentSpec
+from convdrop.lab.spec.methods import build_recipe, resolve
+from convdrop.lab.spec.weights import fresh_note
+from convdrop.lab.train.run_data import load_run_data
 from convdrop.lab.train.store import RunPaths, finished_result
 
 __all__ = ["check_models", "check_runs", "preflight", "settings_diff"]
 
 
-def preflight(spec: ExperimentSpec, out: Path, seeds: Iterable[int]) -> None:
-    """Raise the first problem of running ``spec``'s methods with ``seeds`` into ``out``."""
+def preflight(spec: ExperimentSpec, out: Path, seeds: Iterable[int]) -> list[str]:
+    """Raise the first problem of running ``spec``'s methods with ``seeds`` into ``out``;
+    returns what the user should read before it runs (which ``--weights`` stay fresh)."""
     resolve_device(spec.device)
-    check_models(spec, _data(spec))
+    fresh = check_models(spec, _data(spec))
     check_runs(spec, out, seeds)
+    return [] if spec.weights is None else [fresh_note(spec.weights, fresh)]
 
 
 def _data(spec: ExperimentSpec) -> Datasets:
@@ -51,8 +54,10 @@ def _model_name(spec: ExperimentSpec, method: str) -> str:
     return resolve(spec, method).model or spec.model
 
 
-def check_models(spec: ExperimentSpec, data: Datasets) -> None:
-    """Build every method's model and placement on the meta device (no memory, no time)."""
+def check_models(spec: ExperimentSpec, data: Datasets) -> dict[str, list[str]]:
+    """Build every method's model and placement on the meta device (no memory, no time);
+    returns each method's ``--weights`` keys that keep their fresh initialization."""
+    fresh = {}
     for method in spec.methods:
         name = _model_name(spec, method)
         if ":" not in name and name not in models.names():
@@ -62,8 +67,10 @@ def check_models(spec: ExperimentSpec, data: Datasets) -> None:
         if name == spec.model:
             _check_model_options(name, spec.model_options)
         with torch.device("meta"):
-            model = build_recipe(spec, method, data.num_classes, data.in_channels).model
-            _check_image_size(model.eval(), name, data)
+            recipe = build_recipe(spec, method, data.num_classes, data.in_channels)
+            _check_image_size(recipe.model.eval(), name, data)
+        fresh[method] = list(recipe.fresh_keys)
+    return fresh
 
 
 def _check_image_size(model: torch.nn.Module, name: str, data: Datasets) -> None:
@@ -123,6 +130,20 @@ def _stored_spec(out: Path, paths: RunPaths) -> ExperimentSpec | None:
     return None
 
 
+def _changes(old: ExperimentSpec | None, new: ExperimentSpec, method: str, stored: Any
+             ) -> list[str]:
+    """The settings in which the run that wrote ``stored`` differs from ``new``'s: found when
+    its spec still gives that key, or when only the weights file under its path changed."""
+    if old is None:
+        return []
+    changes = settings_diff(old.run_settings(method), new.run_settings(method))
+    if old.run_key(method) == stored:
+        return changes
+    if old.weights is not None and old.weights == new.weights:
+        return [*changes, f"the contents of weights {new.weights} changed since"]
+    return []
+
+
 def check_runs(spec: ExperimentSpec, out: Path, seeds: Iterable[int]) -> None:
     """A finished run in ``out`` with other settings is an error naming the settings; one
     with these settings must be this run's result (:func:`finished_result`'s checks)."""
@@ -136,10 +157,7 @@ def check_runs(spec: ExperimentSpec, out: Path, seeds: Iterable[int]) -> None:
             if stored == spec.run_key(method):  # the same settings: is it this run's result?
                 finished_result(paths, stored, method=method, seed=seed, epochs=spec.epochs)
                 continue
-            old = _stored_spec(out, paths)
-            changes = (settings_diff(old.run_settings(method), spec.run_settings(method))
-                       if old is not None and old.run_key(method) == stored else [])
-            what = ("; ".join(changes) if changes
-                    else f"run_key {stored} there, {spec.run_key(method)} now")
+            what = "; ".join(_changes(_stored_spec(out, paths), spec, method, stored)) or \
+                f"run_key {stored} there, {spec.run_key(method)} now"
             raise RunFolderError(f"{paths.root} holds a run with other settings ({what}); "
                                  "choose another --out, or delete that folder to rerun it")

@@ -21,10 +21,10 @@ from typing import Any
 from convdrop import _io
 from convdrop.errors import LaunchError, OutputError
 from convdrop.lab.runs import lock
+from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.train.checkpoint import read_checkpoint
 from convdrop.lab.train.distributed import Dist, launch_env
 from convdrop.lab.train.engine import NonFiniteLossError
-from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.train.result import sealed
 from convdrop.lab.train.store import (
     Progress,
@@ -109,6 +109,8 @@ def train_and_record(trainer: Trainer, paths: RunPaths, *, progress: Progress | 
     base = {"method": trainer.method, "seed": trainer.seed,
             "run_key": spec.run_key(trainer.method), "epochs": spec.epochs,
             "world_size": trainer.world_size}
+    if spec.weights is not None:  # what --weights left fresh, for the report
+        base["weights_fresh"] = list(trainer.fresh_keys)
     try:
         rows = trainer.fit(paths, progress=progress)
     except NonFiniteLossError as err:  # record it; the other runs of a grid go on

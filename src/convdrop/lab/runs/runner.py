@@ -23,9 +23,9 @@ from convdrop import _io
 from convdrop.errors import ArgumentError, OutputError, one_line_warnings
 from convdrop.lab.runs import lock
 from convdrop.lab.runs.run import check_run, discard_run, execute
+from convdrop.lab.runs.workers import run_jobs, sigterm_as_interrupt
 from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.train.store import RunPaths, prepare_out, read_metrics
-from convdrop.lab.runs.workers import run_jobs, sigterm_as_interrupt
 
 
 def grid(spec: ExperimentSpec) -> list[tuple[str, int]]:
@@ -118,7 +118,8 @@ def write_outputs(spec: ExperimentSpec, out: Path, results: list[dict], *,
         "Generalization gap": plots.gap_bars(summaries, out / "gap.png"),
     }
     notes = [f"data: {spec.data}, model: {spec.model}, {spec.epochs} epochs, "
-             f"{spec.seeds} seeds, train_size: {spec.train_size or 'all'}"]
+             f"{spec.seeds} seeds, train_size: {spec.train_size or 'all'}",
+             *provenance.weights_notes(spec, results)]
     path = report.write_report(out, summaries, title=f"convdrop compare: {spec.name}",
                                config=spec.model_dump(), figures=figures, notes=notes,
                                run_info=provenance.run_info(spec, wall_seconds),

@@ -71,6 +71,7 @@ class Trainer:
     dist: dd.Dist = field(default_factory=dd.Dist)
     sampler: DistributedSampler | None = None
     eval_loss: nn.Module = field(default_factory=make_loss)
+    fresh_keys: tuple[str, ...] = ()  # --weights tensors left fresh (the result names them)
 
     @property
     def world_size(self) -> int:
@@ -120,7 +121,7 @@ class Trainer:
             lr_scheduler=make_lr_scheduler(optimizer, spec.lr_schedule, steps),
             drop_scheduler=drop_scheduler, loss_fn=make_loss(recipe.label_smoothing),
             augment=recipe.augment(spec.augment, data.streaming), loaders=loaders, device=target,
-            generator=generator, dist=dist, sampler=sampler,
+            generator=generator, dist=dist, sampler=sampler, fresh_keys=recipe.fresh_keys,
         )
 
     def state_dict(self, epoch: int) -> dict[str, Any]:
