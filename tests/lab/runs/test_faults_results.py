@@ -16,9 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import files
 
 from convdrop.cli import main
+
+from conftest import files
 
 FLAGS = ["--data", "synthetic", "--train-size", "32", "--epochs", "2", "--seeds", "2",
          "--batch-size", "16", "--methods", "control", "--model-option", "width=4",

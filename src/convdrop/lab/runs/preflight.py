@@ -6,8 +6,8 @@ data set, which the first run then reuses), the model and every method's placeme
 (built on the ``meta`` device, so a ResNet-50 costs no memory and no time), and the
 runs already in ``--out``: one with other settings is an error that says which
 settings differ, and a finished one must hold this run's result (an edited or copied
-``result.json`` is refused), found before the first epoch rather than in the middle of
-a grid.
+``result.json`` is refused) trained on the images the data holds now (an image folder's
+listing), found before the first epoch rather than in the middle of a grid.
 Each problem is a :class:`convdrop.errors.UserError` of one line.
 """
 
@@ -28,8 +28,9 @@ from convdrop.lab.data import Datasets
 from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.spec.methods import build_recipe, resolve
 from convdrop.lab.spec.weights import fresh_note
+from convdrop.lab.train.checkpoint import read_header
 from convdrop.lab.train.run_data import load_run_data
-from convdrop.lab.train.store import RunPaths, finished_result
+from convdrop.lab.train.store import RunPaths, check_listing, finished_result
 
 __all__ = ["check_models", "check_runs", "preflight", "settings_diff"]
 
@@ -38,8 +39,9 @@ def preflight(spec: ExperimentSpec, out: Path, seeds: Iterable[int]) -> list[str
     """Raise the first problem of running ``spec``'s methods with ``seeds`` into ``out``;
     returns what the user should read before it runs (which ``--weights`` stay fresh)."""
     resolve_device(spec.device)
-    fresh = check_models(spec, _data(spec))
-    check_runs(spec, out, seeds)
+    data = _data(spec)
+    fresh = check_models(spec, data)
+    check_runs(spec, out, seeds, listing=data.listing)
     return [] if spec.weights is None else [fresh_note(spec.weights, fresh)]
 
 
@@ -144,18 +146,27 @@ def _changes(old: ExperimentSpec | None, new: ExperimentSpec, method: str, store
     return []
 
 
-def check_runs(spec: ExperimentSpec, out: Path, seeds: Iterable[int]) -> None:
+def check_runs(spec: ExperimentSpec, out: Path, seeds: Iterable[int], *,
+               listing: str | None = None) -> None:
     """A finished run in ``out`` with other settings is an error naming the settings; one
-    with these settings must be this run's result (:func:`finished_result`'s checks)."""
+    with these settings must be this run's result (:func:`finished_result`'s checks).
+    ``listing`` (an image folder's, now) must be the one every run there was trained on."""
     for method in spec.methods:
         for seed in seeds:
             paths = RunPaths.of(out, method, seed)
             try:
                 stored = json.loads(paths.result.read_text(encoding="utf-8")).get("run_key")
             except (OSError, ValueError, AttributeError):
-                continue  # no finished run here (the runner reports an unreadable one)
+                header = read_header(paths)  # an unfinished run: on the same images?
+                if header is not None and header.get("run_key") == spec.run_key(method):
+                    check_listing(paths, paths.checkpoint, header.get("data_listing"),
+                                  listing, spec.data, finished=False)
+                continue  # the runner reads back and reports an unreadable run
             if stored == spec.run_key(method):  # the same settings: is it this run's result?
-                finished_result(paths, stored, method=method, seed=seed, epochs=spec.epochs)
+                done = finished_result(paths, stored, method=method, seed=seed,
+                                       epochs=spec.epochs)
+                check_listing(paths, paths.result, done.get("data_listing"), listing,
+                              spec.data, finished=True)
                 continue
             what = "; ".join(_changes(_stored_spec(out, paths), spec, method, stored)) or \
                 f"run_key {stored} there, {spec.run_key(method)} now"

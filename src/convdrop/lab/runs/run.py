@@ -111,6 +111,8 @@ def train_and_record(trainer: Trainer, paths: RunPaths, *, progress: Progress | 
             "world_size": trainer.world_size}
     if spec.weights is not None:  # what --weights left fresh, for the report
         base["weights_fresh"] = list(trainer.fresh_keys)
+    if trainer.data_listing is not None:  # the images it saw: reused only on the same
+        base["data_listing"] = trainer.data_listing
     try:
         rows = trainer.fit(paths, progress=progress)
     except NonFiniteLossError as err:  # record it; the other runs of a grid go on

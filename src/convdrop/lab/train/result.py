@@ -68,6 +68,8 @@ def _identity_problem(result: Mapping[str, Any], method: str, seed: int, epochs:
     world = result.get("world_size", 1)
     if not _is_int(world) or world < 1:
         return f"world_size {world!r} is not a count of processes"
+    if not isinstance(result.get("data_listing", ""), str):
+        return f"data_listing {result['data_listing']!r} is not a listing's SHA-256"
     fresh = result.get("weights_fresh", [])
     if not isinstance(fresh, list) or not all(isinstance(key, str) for key in fresh):
         return f"weights_fresh {fresh!r} is not a list of tensor names"

@@ -210,6 +210,21 @@ def _metrics_row(paths: RunPaths, line: int, row: dict[str | None, Any]) -> dict
     return {**values, "epoch": int(epoch)}
 
 
+def check_listing(paths: RunPaths, path: Path, recorded: Any, listing: str | None, data: str,
+                  *, finished: bool) -> None:
+    """A run continues, or is reused, only on the images it was trained on: ``listing`` is
+    the folder's :attr:`~convdrop.lab.data.index.FolderIndex.listing` now (None for data
+    without files: nothing to check), ``recorded`` what ``path`` of the run says."""
+    if listing is None or recorded == listing:
+        return
+    when = "finished" if finished else "was checkpointed"
+    problem = (f"records no listing of {data} (an older convdrop)" if recorded is None else
+               f"{data} lists other images than when this run {when} (files added, removed "
+               "or renamed since)")
+    raise RunFolderError(f"{path}: {problem}; restore the folder, or {paths.remedy()} on the "
+                         "folder as it is now")
+
+
 def check_epochs(paths: RunPaths, rows: list[dict[str, Any]], epochs: int, *,
                  exact: bool) -> None:
     """``rows`` are epochs 1..``epochs`` (``exact``) or 1..``epochs`` plus at most one more."""
