@@ -101,3 +101,13 @@ def test_flag_checks_turn_value_errors_into_argument_errors():
 def test_a_bad_convdrop_native_is_a_value_error_of_the_ops():
     assert issubclass(_native.NativeSettingError, ValueError)
     assert not issubclass(_native.NativeSettingError, UserError)  # the cli maps it
+
+
+@pytest.mark.parametrize("flag", ["--model", "--data"])
+@pytest.mark.parametrize("prefix", ["", "timm:"])
+def test_a_huge_value_gives_a_short_line(tmp_path, capsys, flag, prefix):
+    """A 100,000-character value used to come back twice in a 200 KB line."""
+    value = prefix + "x" * 100_000
+    assert main(["compare", *FAST, flag, value, "--out", str(tmp_path / "out")]) == 2
+    (line,) = _lines(capsys.readouterr().err)
+    assert len(line) < 1000 and "characters)" in line and line.startswith("convdrop compare: ")

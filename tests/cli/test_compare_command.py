@@ -8,9 +8,11 @@ valid name where one is near), nothing on stdout, no traceback, and no file writ
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
+import torch
 
 from convdrop.cli import main
 from convdrop.cli.compare import failure_summary
@@ -18,6 +20,7 @@ from convdrop.lab.data import fashion
 from convdrop.lab.report.stats import summarize
 from convdrop.lab.runs import preflight as preflight_module
 from convdrop.lab.spec.experiment import build_spec
+from convdrop.models import create
 
 from conftest import write_fashion_mnist
 
@@ -208,3 +211,30 @@ def test_version_and_help_list_defaults_choices_and_models(capsys):
             if command == "train" and shown == "(default: 3)":
                 continue  # train has no --seeds: it runs one seed
             assert shown in text, (command, shown)
+
+
+def test_weights_name_what_stays_fresh_and_other_bytes_are_other_runs(workdir, capsys):
+    """--weights of another number of classes: no PyTorch warning, the fresh classifier named
+    on the console and in report.md; the file overwritten with other weights is then a run
+    of other settings, refused in one line rather than reused."""
+    def save(seed: int) -> None:
+        torch.manual_seed(seed)
+        torch.save(create("simple_cnn", num_classes=10, width=4).state_dict(), "w.pt")
+
+    save(0)
+    argv = ["compare", *SMALL, "--methods", "control", "--train-size", "32", "--model-option",
+            "width=4", "--weights", "w.pt", "--out", "results"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(argv) == 0
+    assert [str(w.message) for w in caught] == []
+    note = ("weights w.pt: head.fc2.bias, head.fc2.weight kept their fresh initialization "
+            "(shapes differ for this data); every other tensor loaded")
+    assert note in capsys.readouterr().out.splitlines()
+    assert note in (workdir / "results" / "report.md").read_text()
+    before = {p: p.read_bytes() for p in (workdir / "results").rglob("*") if p.is_file()}
+    save(1)
+    assert main(argv) == 2
+    line = _one_line_error(capsys)
+    assert "holds a run with other settings (the contents of weights w.pt changed since)" in line
+    assert {p: p.read_bytes() for p in (workdir / "results").rglob("*") if p.is_file()} == before

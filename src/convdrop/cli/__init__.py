@@ -9,7 +9,8 @@ command runs, so ``convdrop --help`` stays fast.
 Errors: a :class:`convdrop.errors.UserError` (bad input) prints as one line,
 ``convdrop CMD: error: ...``, and exits with 2, as argparse does for bad flags. Any
 other exception is a bug: its traceback shows, then a line asking to report it.
-``CONVDROP_DEBUG=1`` shows the traceback behind a user error too.
+``CONVDROP_DEBUG=1`` shows the traceback behind a user error too. A warning is one
+line too, ``convdrop CMD: warning: ...``, without the source line Python adds.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from convdrop.cli.parser import OneLineParser
-from convdrop.errors import ArgumentError, UserError
+from convdrop.errors import ArgumentError, UserError, one_line_warnings
 from convdrop.ops import native
 
 COMMAND_MODULES: tuple[str, ...] = (
@@ -77,7 +78,8 @@ def _check_environment() -> None:
 
 def _run(args: argparse.Namespace) -> int:
     _check_environment()
-    return int(args.func(args) or 0)
+    with one_line_warnings(f"convdrop {args.command}"):  # a message, not Python's source line
+        return int(args.func(args) or 0)
 
 
 def _command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:

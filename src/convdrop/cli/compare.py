@@ -71,12 +71,14 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("results") / spec.name
     # every check before any output; runs to --restart are deleted, not checked
     chosen(where, spec, workers_flag=args.workers)
-    preflight(spec, out, [] if args.restart else range(spec.seeds))
+    notes = preflight(spec, out, [] if args.restart else range(spec.seeds))
     with open_executor(where, spec) as executor:
         if executor.name == "ray":  # the cluster first: what the runs will share
             print(executor.describe(), flush=True)
         print(f"convdrop compare {spec.name}: {len(spec.methods)} methods x {spec.seeds} seeds "
               f"on {spec.data} / {spec.model}, {spec.epochs} epochs -> {out}", flush=True)
+        for note in notes:  # e.g. which --weights tensors stay fresh
+            print(note, flush=True)
         report_path, summaries = runner.compare(spec, out, show_progress=not args.quiet,
                                                 restart=args.restart, executor=executor)
     print(report.render_table(summaries, fmt="text", width=_width()))

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
                                 "process or its worker pool for now; use --executor local "
                                 "or pool, or --storage URL from several machines")
         return _run_search(args, sweep, out, search)
-    preflight(spec, out, range(spec.seeds))  # device, data, models, runs already in --out
+    notes = preflight(spec, out, range(spec.seeds))  # device, data, models, runs in --out
     console = Console(width=None if sys.stdout.isatty() else 120)
     with open_executor(where, spec) as executor:
         if executor.name == "ray":  # the cluster first: what the runs will share
@@ -103,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[bold]convdrop sweep[/bold] {spec.name}: {sweep.settings.method}, "
                       f"{len(spec.methods)} settings x {spec.seeds} seeds on {spec.data} / "
                       f"{spec.model}, {spec.epochs} epochs -> {out}")
+        for note in notes:  # e.g. which --weights tensors stay fresh
+            console.print(note, markup=False)
         report_path, stats = run_sweep(sweep, out, show_progress=not args.quiet,
                                        executor=executor)
     console.print(verdict(sweep, stats), markup=False)

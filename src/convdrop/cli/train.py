@@ -109,13 +109,14 @@ def _restart(args: argparse.Namespace, spec: ExperimentSpec, method: str,
 
 def _run(args: argparse.Namespace, spec: ExperimentSpec, method: str) -> int:
     # every check before any output; a run to --restart is not checked, it is deleted
-    preflight(spec, Path(args.out), [] if args.restart is not None else [args.seed])
+    notes = preflight(spec, Path(args.out), [] if args.restart is not None else [args.seed])
     paths = RunPaths.of(prepare_out(Path(args.out)), method, args.seed)
     with process_group(spec.device) as dist:
         if dist.is_writer:
             _restart(args, spec, method, paths)
         say = print if dist.is_writer and not args.quiet else _silent
-        done = finished_result(paths, spec.run_key(method))
+        done = finished_result(paths, spec.run_key(method), method=method, seed=args.seed,
+                               epochs=spec.epochs)
         if done is not None:
             say(f"{paths.root} already holds this finished run; nothing to do")
             return _summary(done, paths, say)
@@ -127,6 +128,8 @@ def _run(args: argparse.Namespace, spec: ExperimentSpec, method: str) -> int:
                          sync_bn=args.sync_bn)
         say(f"convdrop train {method} seed {args.seed} on {spec.data} / {spec.model}, "
             f"{spec.epochs} epochs, world size {dist.world_size} -> {paths.root}")
+        for note in notes:  # e.g. which --weights tensors stay fresh
+            say(note)
         try:
             result = execute(spec, method, args.seed, Path(args.out), dist=dist,
                              sync_bn=args.sync_bn,

@@ -397,6 +397,9 @@ def test_folder_reads_sorted_classes_and_pixels(tmp_path: Path) -> None:
     colour = torch.tensor(COLOURS["dog"], dtype=torch.float32) / 255
     assert (test_images[-1] - colour.view(3, 1, 1)).abs().max() < 0.05  # JPEG is lossy
     assert not data.test_is_val
+    streamed = load_dataset(f"folder:{root}", image_size=32)
+    assert data.listing is not None and data.listing == streamed.listing  # what runs record
+    assert load_dataset("synthetic").listing is None
 
 
 def test_folder_grayscale_becomes_rgb_and_resizes(tmp_path: Path) -> None:

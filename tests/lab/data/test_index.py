@@ -103,3 +103,21 @@ def test_a_listing_kept_in_memory_is_saved_once_a_cache_folder_is_named(tmp_path
     first = index_folder(root)
     cache = tmp_path / "out" / "cache"
     assert index_folder(root, cache) is first and len(list(cache.iterdir())) == 1
+
+
+def test_the_listing_hash_follows_the_files_not_their_times_or_place(tmp_path):
+    root = write_image_folder(tmp_path / "d", {"a": 2, "b": 2})
+    first = index_folder(root, tmp_path / "cache").listing
+    assert len(first) == 64
+    index_module._LISTED.clear()
+    assert index_folder(root, tmp_path / "cache").listing == first  # read back from the cache
+    moved = root.rename(tmp_path / "elsewhere")
+    os.utime(moved / "train" / "a")  # a touched folder, the same files
+    assert index_folder(moved).listing == first
+    stamp = index_module.folder_stamp(moved)
+    (moved / "train" / "a" / "00001.png").rename(moved / "train" / "a" / "renamed.png")
+    assert index_module.folder_stamp(moved) != stamp
+    renamed = index_folder(moved).listing
+    (moved / "test" / "b" / "00000.png").unlink()
+    assert len({first, renamed, index_folder(moved).listing}) == 3
+    assert index_module.folder_stamp(tmp_path / "no-such-folder") is None

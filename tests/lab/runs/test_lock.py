@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,51 @@ def test_a_killed_holder_leaves_a_lock_that_the_next_runner_takes(held, recwarn)
     with lock.hold(folder):
         pass
     assert any("took over the stale lock" in str(w.message) for w in recwarn)
+
+
+@pytest.fixture
+def other_process():
+    """A live process that is not a convdrop runner (as when the kernel reuses a dead
+    holder's pid); yields its pid."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        yield process.pid
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.parametrize("started", [1, None])  # another start time; none (an older lock file)
+def test_a_stale_lock_whose_pid_was_reused_does_not_say_it_no_longer_runs(tmp_path,
+                                                                        other_process, started):
+    record = {"pid": other_process, "host": socket.gethostname(), "since": "earlier"}
+    if started is not None:
+        record["started"] = started
+    (tmp_path / lock.LOCK_NAME).write_text(json.dumps(record))
+    with pytest.warns(UserWarning) as caught, lock.hold(tmp_path):
+        mine = json.loads((tmp_path / lock.LOCK_NAME).read_text())
+    (text,) = [str(w.message) for w in caught]
+    assert "no longer runs" not in text
+    assert (f"pid {other_process}: the process that held it ended without removing it, and "
+            f"pid {other_process} now belongs to another process") in text
+    assert mine["pid"] == os.getpid() and mine["started"] > 1  # recorded for the next reader
+
+
+def test_the_stale_lock_warning_is_one_line_on_the_console(tmp_path, capsys):
+    """Python's default format adds the warning's file, line and source line; the command
+    line shows the message alone."""
+    out = tmp_path / "out"
+    out.mkdir()
+    record = {"pid": _dead_pid(), "host": socket.gethostname(), "since": "earlier"}
+    (out / lock.LOCK_NAME).write_text(json.dumps(record))
+    shown: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, \
+            line=None: shown.append(warnings.formatwarning(message, category, filename, lineno,
+                                                           line))
+        assert main(["compare", "--data", "synthetic", "--train-size", "30", "--epochs", "1",
+                     "--seeds", "1", "--methods", "control", "--out", str(out), "--quiet",
+                     "--workers", "1"]) == 0
+    assert shown == [f"convdrop compare: warning: took over the stale lock {out / lock.LOCK_NAME}"
+                     f" of pid {record['pid']}, which no longer runs\n"]

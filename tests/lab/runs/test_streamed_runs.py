@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
 import socket
 from pathlib import Path
 
 import pytest
 
 from convdrop.cli import main
+from convdrop.errors import RunFolderError
+from convdrop.lab.runs.run import execute
 from convdrop.lab.spec.experiment import ExperimentSpec, build_spec
 from convdrop.lab.train.store import RunPaths, read_metrics
 
@@ -163,3 +166,48 @@ def test_a_file_broken_after_listing_stops_the_run_with_one_line(folder, tmp_pat
     bad = copy / "train" / "b" / "00003.png"
     assert err[-1].startswith(f"convdrop train: error: cannot read image {bad} (")
     assert not any("Traceback" in line or "worker process" in line for line in err)
+
+
+# --- the folder changed under a run ------------------------------------------------------
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_a_run_is_not_resumed_or_reused_after_images_were_added_or_removed(folder, tmp_path,
+                                                                          capsys):
+    """The bit-identical resume holds only on the same images: the folder's listing is in
+    the run's checks, so a changed folder is one line (the folder and --restart), before
+    anything is printed or written, not a run that silently continues on other files."""
+    images, out = shutil.copytree(folder, tmp_path / "images"), tmp_path / "out"
+    shared = ["--data", f"folder:{images}", "--image-size", "16", "--workers-per-run", "0",
+              "--epochs", "2", "--model-option", "width=4", "--batch-size", "8", "--quiet",
+              "--out", str(out)]
+    train, compare = ["train", *shared, "--method", "control"], \
+        ["compare", *shared, "--methods", "control", "--seeds", "1", "--workers", "1"]
+    assert main([*train, "--stop-after", "1"]) == 0  # as if killed after epoch 1
+    (images / "train" / "a" / "00003.png").unlink()
+    run = RunPaths.of(out, "control", 0)
+    before = _files(out)
+    capsys.readouterr()
+    for argv in ([*train, "--resume"], compare):
+        assert main(argv) == 2
+        captured = capsys.readouterr()
+        (line,) = captured.err.strip().splitlines()
+        assert captured.out == "" and f"{run.checkpoint}: folder:{images} lists other images " \
+            "than when this run was checkpointed" in line and "--restart control/seed0" in line
+        assert _files(out) == before
+    spec = build_spec(overrides={"data": f"folder:{images}", "image_size": 16,
+                                 "loader_workers": 0, "epochs": 2, "batch_size": 8,
+                                 "methods": ["control"], "model_options": {"width": 4},
+                                 "workers": 1})
+    with pytest.raises(RunFolderError, match="lists other images"):  # the trainer checks too
+        execute(spec, "control", 0, out)
+    assert main([*compare, "--restart", "control/seed0"]) == 0  # on the folder as it is
+    shutil.copyfile(folder / "train" / "a" / "00003.png", images / "train" / "a" / "new.png")
+    before = _files(out)
+    capsys.readouterr()
+    assert main(compare) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"{run.result}: folder:{images} lists other images than " \
+        "when this run finished" in captured.err and _files(out) == before

@@ -126,3 +126,30 @@ def test_small_cpu_defaults_only_for_bundled_data_and_simple_cnn():
     assert resnet.train_size == 300 and resnet.model_options == {}
     explicit = build_spec(overrides={"train_size": 500, "epochs": 3})
     assert explicit.train_size == 500 and explicit.epochs == 3
+
+
+def test_the_run_key_follows_the_bytes_of_the_weights_file(tmp_path):
+    path = tmp_path / "w.pt"
+    path.write_bytes(b"first weights")
+    spec = build_spec(overrides={"data": "synthetic", "methods": ["control"],
+                                 "weights": str(path)})
+    first = spec.run_key("control")
+    assert spec.run_settings("control")["shared"]["weights_sha256"] is not None
+    path.write_bytes(b"other weights, longer")  # the same path, other contents
+    assert spec.run_key("control") != first
+    path.write_bytes(b"first weights")
+    assert spec.run_key("control") == first
+    plain = build_spec(overrides={"data": "synthetic", "methods": ["control"]})
+    assert "weights_sha256" not in plain.run_settings("control")["shared"]  # keys unchanged
+
+
+@pytest.mark.parametrize(("path", "what"), [
+    (None, "is a directory, not a file"),  # tmp_path itself
+    (Path("/dev/null"), "is a character device, not a regular file"),
+])
+def test_a_spec_path_that_is_not_a_file_says_what_it_is(tmp_path, path, what):
+    path = tmp_path if path is None else path
+    with pytest.raises(SpecError, match=f"spec file '{path}' {what}"):
+        build_spec(spec_file=path)
+    with pytest.raises(MissingFileError, match="does not exist"):
+        build_spec(spec_file=tmp_path / "nope.toml")

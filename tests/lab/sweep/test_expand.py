@@ -93,7 +93,8 @@ def test_real_probe_measures_the_drop_budget_of_each_model():
 @pytest.mark.parametrize("fields, message", [
     ({"p": [0.1, 1.5]}, r"sweep.p.1: input should be less than or equal to 1 \(got 1.5\)"),
     ({"method": "cutout", "p": [0.1]}, r"sweep.method must be a method with a drop rate.*"
-                                       r"got 'cutout'"),
+                                       r"got 'cutout'$"),
+    ({"method": "dropblok", "p": [0.1]}, r"got 'dropblok'; did you mean 'dropblock'\?$"),
     ({"method": "dropout", "p": [0.1], "block_size": [3]},
      r"sweep.block_size applies to DropBlock methods; method 'dropout'"),
     ({"p": [0.1], "placement": ["everywhere"]},

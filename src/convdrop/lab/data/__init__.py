@@ -52,6 +52,7 @@ from convdrop.lab.data.cifar import read_cifar
 from convdrop.lab.data.datasets import Datasets
 from convdrop.lab.data.fashion import read_fashion
 from convdrop.lab.data.folder import read_image_folder
+from convdrop.lab.data.index import folder_stamp
 from convdrop.lab.data.split import split_off, subset
 from convdrop.lab.data.streamed import (
     IMAGENET_MEAN,
@@ -75,7 +76,8 @@ DEFAULT_FOLDER_SIZE = 224
 NATIVE_SIZES = {"fashion-mnist": 28, "folder": DEFAULT_FOLDER_SIZE}  # else 32
 
 # DataError lives in convdrop.errors (the readers raise it too); it stays importable from here.
-__all__ = ["DataError", "Datasets", "load_dataset", "normalize", "parse_spec", "streams"]
+__all__ = ["DataError", "Datasets", "load_dataset", "normalize", "parse_spec", "stamp",
+           "streams"]
 
 
 def parse_spec(spec: str) -> tuple[str, Path | None]:
@@ -148,10 +150,11 @@ def load_dataset(
                         f"got {normalization!r}")
     if streamed and path is not None:
         return read_streamed(path, size, train_size, seed, augment, normalization, cache_dir)
+    listing = None
     if kind == "folder" and path is not None:
-        check_fits_in_memory(path, size, cache_dir)
+        listing = check_fits_in_memory(path, size, cache_dir)
 
-    data = _read(kind, path, size)
+    data = dataclasses.replace(_read(kind, path, size), listing=listing)
     if train_size is not None:
         images, labels = data.train.tensors
         picked = subset(images, labels, train_size, data.num_classes, seed, data.name)
@@ -163,6 +166,13 @@ def load_dataset(
         return dataclasses.replace(data, mean=(0.0,) * channels, std=(1.0,) * channels)
     mean, std = _channel_stats(data.train.tensors[0])
     return dataclasses.replace(data, mean=mean, std=std)
+
+
+def stamp(spec: str) -> str | None:
+    """An image folder's :func:`~convdrop.lab.data.index.folder_stamp` (it changes when files
+    are added, removed or renamed), else None: what a cache of loaded data keys on."""
+    kind, path = parse_spec(spec)
+    return folder_stamp(path) if kind == "folder" and path is not None else None
 
 
 def streams(spec: str, mode: str) -> bool:

@@ -32,6 +32,7 @@ class Datasets:
     test_is_val: bool = False  # True when a folder has no test/ and val stands in
     streaming: bool = False  # decoded per sample from files (a folder), not held in memory
     train_eval: Dataset | None = None  # train images without augmentation (streamed only)
+    listing: str | None = None  # a folder's FolderIndex.listing (its files); None without files
 
     @property
     def train_scored(self) -> Dataset:

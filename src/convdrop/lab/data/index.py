@@ -10,6 +10,9 @@ Every file's header is opened once while listing (Pillow reads the format and si
 the pixels), so an empty or unrecognizable file is a ``DataError`` naming it before any
 training starts; a file whose body is truncated is found when a worker decodes it.
 
+The index's :attr:`FolderIndex.listing` (a SHA-256 of the names and labels) is recorded by
+every run trained on it, so a run is never resumed or reused on another set of images.
+
 Listing and checking ImageNet's 1.28 M files takes minutes, so the index is cached as an
 ``.npz`` (no pickles) in a folder the caller names (the runner uses ``--out``/cache).
 The cache key is the folder's resolved path; it is rebuilt when any split or class
@@ -18,6 +21,7 @@ folder's modification time changed (adding or removing a file changes its folder
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -60,6 +64,19 @@ class FolderIndex:
     splits: dict[str, SplitIndex]
     test_is_val: bool
 
+    @functools.cached_property
+    def listing(self) -> str:
+        """SHA-256 of what the tree lists: classes, and every split's file names and labels.
+        A run records it, so resuming or reusing a run after images were added, removed or
+        renamed is refused (a file rewritten under its name is not seen)."""
+        digest = hashlib.sha256(repr((self.classes, self.test_is_val)).encode())
+        for split in SPLITS[: 2 if self.test_is_val else 3]:
+            part = self.splits[split]
+            digest.update(f"\n{split} {part.files.dtype.str} {len(part)}\n".encode())
+            digest.update(part.files.tobytes())
+            digest.update(part.labels.astype("<i8").tobytes())
+        return digest.hexdigest()
+
 
 def _split_index(root: Path, split: str, classes: tuple[str, ...]) -> SplitIndex:
     folder = root / split
@@ -83,6 +100,17 @@ def _fingerprint(root: Path, test_is_val: bool) -> str:
         for entry in (folder, *entries):
             parts.append(f"{os.fsencode(entry)!r}:{entry.stat().st_mtime_ns}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def folder_stamp(root: Path) -> str | None:
+    """What tells a listing of the tree at ``root`` current (:func:`_fingerprint`: the
+    modification times of its split and class folders), or None if it is not such a tree
+    (reading it then says why). For keys of caches held in memory."""
+    root = Path(os.path.abspath(root))
+    try:
+        return _fingerprint(root, not (root / "test").is_dir())
+    except OSError:
+        return None
 
 
 def _cache_file(cache_dir: Path, root: Path) -> Path:

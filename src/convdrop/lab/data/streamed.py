@@ -46,7 +46,7 @@ def read_streamed(path: Path, size: int, train_size: int | None, seed: int, augm
         num_classes=len(index.classes), in_channels=3, image_size=size, name=name,
         classes=index.classes, mean=tuple(mean), std=tuple(std),
         test_is_val=index.test_is_val, streaming=True,
-        train_eval=StreamingImages(train, scored),
+        train_eval=StreamingImages(train, scored), listing=index.listing,
     )
 
 
@@ -58,8 +58,9 @@ def available_memory() -> int | None:
         return None
 
 
-def check_fits_in_memory(path: Path, size: int, cache_dir: Path | None) -> None:
-    """Refuse an in-memory folder whose float32 images would not fit, before decoding."""
+def check_fits_in_memory(path: Path, size: int, cache_dir: Path | None) -> str:
+    """Refuse an in-memory folder whose float32 images would not fit, before decoding;
+    returns the folder's listing (:attr:`FolderIndex.listing`) for the runs to record."""
     index = index_folder(path, cache_dir)
     count = sum(len(index.splits[s]) for s in ("train", "val")) + (
         0 if index.test_is_val else len(index.splits["test"]))
@@ -70,3 +71,4 @@ def check_fits_in_memory(path: Path, size: int, cache_dir: Path | None) -> None:
             f"folder:{path} in memory needs about {needed / 2**30:.1f} GiB ({count} images at "
             f"{size}x{size}, float32), more than half the {free / 2**30:.1f} GiB free; stream "
             "it (data_mode = 'auto' or 'stream') or choose a smaller image_size")
+    return index.listing

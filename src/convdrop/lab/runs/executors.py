@@ -26,7 +26,7 @@ from typing import Any, Literal, Protocol
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from convdrop.errors import ArgumentError
+from convdrop.errors import ArgumentError, one_line_warnings
 from convdrop.lab.runs import ray_executor
 from convdrop.lab.runs.run import execute
 from convdrop.lab.runs.workers import run_jobs
@@ -122,7 +122,8 @@ def _execute_reporting(spec_json: str, method: str, seed: int, out: str, device:
                        report: Callable[[int], None]) -> dict[str, Any]:
     """Pool worker entry point: a run whose per-epoch progress goes to ``report``."""
     spec = ExperimentSpec.model_validate_json(spec_json)
-    return execute(spec, method, seed, Path(out), device=device, progress=_deltas(report))
+    with one_line_warnings():  # as the command line shows its own: one line each
+        return execute(spec, method, seed, Path(out), device=device, progress=_deltas(report))
 
 
 class PoolExecutor:

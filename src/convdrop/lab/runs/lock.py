@@ -4,11 +4,13 @@
 own folder while it trains, so two runners on one ``--out`` (or a ``train`` on a run that
 a ``compare`` is training) never write the same files. The lock is an ``flock`` on the
 file, which the kernel drops when its holder dies, however it dies; the file records
-the holder's pid and host for the message. A lock file left by a process that no
-longer runs (on this host) is taken over with a warning, and so is one that names the
-same ``owner`` on any host: a retry of the same run by the same command, whose first
-attempt died with its node (``--executor ray``). Taking a folder's lock also deletes the
-temporary files that a killed writer left there (:func:`convdrop._io.remove_stale_temps`).
+the holder's pid, host and start time for the message. A lock file that no process holds
+any more (on this host) is taken over with a warning that says what is true: its pid no
+longer runs, or (told by the recorded start time) now belongs to another process. So is
+one that names the same ``owner`` on any host: a retry of the same run by the same
+command, whose first attempt died with its node (``--executor ray``). Taking a folder's
+lock also deletes the temporary files that a killed writer left there
+(:func:`convdrop._io.remove_stale_temps`).
 """
 
 from __future__ import annotations
@@ -55,6 +57,36 @@ def _alive(pid: Any) -> bool:
     return True
 
 
+def _start_time(pid: Any) -> int | None:
+    """When process ``pid`` started, in clock ticks after boot (``/proc/PID/stat`` field 22;
+    Linux), or None: with the pid it tells one process from a later one that reuses it."""
+    if not isinstance(pid, int) or pid <= 0:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+        return int(stat[stat.rindex(")") + 2:].split()[19])  # fields 3.. follow "(comm) "
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _stale_warning(path: Path, previous: dict[str, Any]) -> str:
+    """What is true of a lock that no process holds any more (its flock is free)."""
+    pid, started = previous.get("pid"), previous.get("started")
+    if not _alive(pid):
+        return f"took over the stale lock {path} of pid {pid}, which no longer runs"
+    if started is not None and started == _start_time(pid):
+        return f"took over the lock {path} of pid {pid}, which still runs but no longer holds it"
+    return (f"took over the stale lock {path} of pid {pid}: the process that held it ended "
+            f"without removing it, and pid {pid} now belongs to another process")
+
+
+def _is_mine(previous: dict[str, Any], mine: dict[str, Any]) -> bool:
+    """The lock file names this very process (a lock file without a start time, from an
+    older convdrop, by its pid and host alone)."""
+    return (previous.get("pid") == mine["pid"] and previous.get("host") == mine["host"]
+            and previous.get("started", mine["started"]) == mine["started"])
+
+
 def _still_linked(fd: int, path: Path) -> bool:
     try:
         return os.fstat(fd).st_ino == path.stat().st_ino
@@ -94,17 +126,16 @@ def _take(folder: Path, hint: str, owner: str | None) -> int:
     """Lock ``folder`` and record this process in the lock file; returns its descriptor."""
     path = folder / LOCK_NAME
     fd, previous = _open_locked(path, folder, hint)
-    mine = {"pid": os.getpid(), "host": socket.gethostname()}
+    mine = {"pid": os.getpid(), "host": socket.gethostname(), "started": _start_time(os.getpid())}
     try:
-        if previous and {k: previous.get(k) for k in mine} != mine:
+        if previous and not _is_mine(previous, mine):
             retry = owner is not None and previous.get("owner") == owner
             if previous.get("host") != mine["host"] and not retry:
                 raise _refusal(folder, previous, f"{hint} (on another host it cannot be "
                                f"checked; if it is not running, delete {path})")
             if fcntl is None and _alive(previous.get("pid")):
                 raise _refusal(folder, previous, hint)
-            warnings.warn(f"took over the stale lock {path} of pid {previous.get('pid')}, "
-                          "which no longer runs", UserWarning, stacklevel=4)
+            warnings.warn(_stale_warning(path, previous), UserWarning, stacklevel=4)
         record = {**mine, "since": time.strftime("%Y-%m-%d %H:%M:%S")}
         if owner is not None:
             record["owner"] = owner

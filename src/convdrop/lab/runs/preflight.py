@@ -5,7 +5,9 @@ found in a second, not after the data), the data and ``train_size`` (by reading 
 data set, which the first run then reuses), the model and every method's placement
 (built on the ``meta`` device, so a ResNet-50 costs no memory and no time), and the
 runs already in ``--out``: one with other settings is an error that says which
-settings differ, found before the first epoch rather than in the middle of a grid.
+settings differ, and a finished one must hold this run's result (an edited or copied
+``result.json`` is refused) trained on the images the data holds now (an image folder's
+listing), found before the first epoch rather than in the middle of a grid.
 Each problem is a :class:`convdrop.errors.UserError` of one line.
 """
 
@@ -25,17 +27,22 @@ from convdrop.errors import RunFolderError, SpecError, did_you_mean
 from convdrop.lab.data import Datasets
 from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.spec.methods import build_recipe, resolve
+from convdrop.lab.spec.weights import fresh_note
+from convdrop.lab.train.checkpoint import read_header
 from convdrop.lab.train.run_data import load_run_data
-from convdrop.lab.train.store import RunPaths
+from convdrop.lab.train.store import RunPaths, check_listing, finished_result
 
 __all__ = ["check_models", "check_runs", "preflight", "settings_diff"]
 
 
-def preflight(spec: ExperimentSpec, out: Path, seeds: Iterable[int]) -> None:
-    """Raise the first problem of running ``spec``'s methods with ``seeds`` into ``out``."""
+def preflight(spec: ExperimentSpec, out: Path, seeds: Iterable[int]) -> list[str]:
+    """Raise the first problem of running ``spec``'s methods with ``seeds`` into ``out``;
+    returns what the user should read before it runs (which ``--weights`` stay fresh)."""
     resolve_device(spec.device)
-    check_models(spec, _data(spec))
-    check_runs(spec, out, seeds)
+    data = _data(spec)
+    fresh = check_models(spec, data)
+    check_runs(spec, out, seeds, listing=data.listing)
+    return [] if spec.weights is None else [fresh_note(spec.weights, fresh)]
 
 
 def _data(spec: ExperimentSpec) -> Datasets:
@@ -49,8 +56,10 @@ def _model_name(spec: ExperimentSpec, method: str) -> str:
     return resolve(spec, method).model or spec.model
 
 
-def check_models(spec: ExperimentSpec, data: Datasets) -> None:
-    """Build every method's model and placement on the meta device (no memory, no time)."""
+def check_models(spec: ExperimentSpec, data: Datasets) -> dict[str, list[str]]:
+    """Build every method's model and placement on the meta device (no memory, no time);
+    returns each method's ``--weights`` keys that keep their fresh initialization."""
+    fresh = {}
     for method in spec.methods:
         name = _model_name(spec, method)
         if ":" not in name and name not in models.names():
@@ -60,8 +69,10 @@ def check_models(spec: ExperimentSpec, data: Datasets) -> None:
         if name == spec.model:
             _check_model_options(name, spec.model_options)
         with torch.device("meta"):
-            model = build_recipe(spec, method, data.num_classes, data.in_channels).model
-            _check_image_size(model.eval(), name, data)
+            recipe = build_recipe(spec, method, data.num_classes, data.in_channels)
+            _check_image_size(recipe.model.eval(), name, data)
+        fresh[method] = list(recipe.fresh_keys)
+    return fresh
 
 
 def _check_image_size(model: torch.nn.Module, name: str, data: Datasets) -> None:
@@ -121,21 +132,43 @@ def _stored_spec(out: Path, paths: RunPaths) -> ExperimentSpec | None:
     return None
 
 
-def check_runs(spec: ExperimentSpec, out: Path, seeds: Iterable[int]) -> None:
-    """A finished run in ``out`` with other settings is an error naming the settings."""
+def _changes(old: ExperimentSpec | None, new: ExperimentSpec, method: str, stored: Any
+             ) -> list[str]:
+    """The settings in which the run that wrote ``stored`` differs from ``new``'s: found when
+    its spec still gives that key, or when only the weights file under its path changed."""
+    if old is None:
+        return []
+    changes = settings_diff(old.run_settings(method), new.run_settings(method))
+    if old.run_key(method) == stored:
+        return changes
+    if old.weights is not None and old.weights == new.weights:
+        return [*changes, f"the contents of weights {new.weights} changed since"]
+    return []
+
+
+def check_runs(spec: ExperimentSpec, out: Path, seeds: Iterable[int], *,
+               listing: str | None = None) -> None:
+    """A finished run in ``out`` with other settings is an error naming the settings; one
+    with these settings must be this run's result (:func:`finished_result`'s checks).
+    ``listing`` (an image folder's, now) must be the one every run there was trained on."""
     for method in spec.methods:
         for seed in seeds:
             paths = RunPaths.of(out, method, seed)
             try:
                 stored = json.loads(paths.result.read_text(encoding="utf-8")).get("run_key")
             except (OSError, ValueError, AttributeError):
-                continue  # no finished run here (the runner reports an unreadable one)
-            if stored == spec.run_key(method):
+                header = read_header(paths)  # an unfinished run: on the same images?
+                if header is not None and header.get("run_key") == spec.run_key(method):
+                    check_listing(paths, paths.checkpoint, header.get("data_listing"),
+                                  listing, spec.data, finished=False)
+                continue  # the runner reads back and reports an unreadable run
+            if stored == spec.run_key(method):  # the same settings: is it this run's result?
+                done = finished_result(paths, stored, method=method, seed=seed,
+                                       epochs=spec.epochs)
+                check_listing(paths, paths.result, done.get("data_listing"), listing,
+                              spec.data, finished=True)
                 continue
-            old = _stored_spec(out, paths)
-            changes = (settings_diff(old.run_settings(method), spec.run_settings(method))
-                       if old is not None and old.run_key(method) == stored else [])
-            what = ("; ".join(changes) if changes
-                    else f"run_key {stored} there, {spec.run_key(method)} now")
+            what = "; ".join(_changes(_stored_spec(out, paths), spec, method, stored)) or \
+                f"run_key {stored} there, {spec.run_key(method)} now"
             raise RunFolderError(f"{paths.root} holds a run with other settings ({what}); "
                                  "choose another --out, or delete that folder to rerun it")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Protocol
@@ -22,9 +22,10 @@ from convdrop.lab.data import default_image_size
 from convdrop.lab.data import streams as _streams
 from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.spec.methods import resolve
+from convdrop.lab.spec.weights import fresh_note, weights_sha256
 from convdrop.lab.train.run_data import loader_workers
 
-__all__ = ["duration", "method_settings", "nodes", "run_info"]
+__all__ = ["duration", "method_settings", "nodes", "run_info", "weights_notes"]
 
 
 class Described(Protocol):
@@ -127,3 +128,14 @@ def method_settings(spec: ExperimentSpec) -> dict[str, dict[str, Any]]:
             method["block_size"] = "model's default"
         settings[name] = method
     return settings
+
+
+def weights_notes(spec: ExperimentSpec, results: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The report's line on ``--weights``: the file, its SHA-256, and the tensors each run
+    recorded as left fresh (none when every tensor loaded)."""
+    if spec.weights is None:
+        return []
+    fresh: dict[str, list[str]] = {}
+    for result in results:
+        fresh.setdefault(result["method"], list(result.get("weights_fresh", [])))
+    return [f"{fresh_note(spec.weights, fresh)} (sha256 {weights_sha256(spec.weights)})"]

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from convdrop._extras import MissingExtraError, require
-from convdrop.errors import ArgumentError, UserError
+from convdrop.errors import ArgumentError, UserError, one_line_warnings
 from convdrop.lab.runs import shared_out
 from convdrop.lab.runs.run import execute
 from convdrop.lab.runs.workers import WorkerDied
@@ -214,8 +214,9 @@ def _task(spec_json: str, method: str, seed: int, out: str, token: str, threads:
     shared_out.check_token(Path(out), token, where=where, run=f"{method}/seed{seed}")
     torch.set_num_threads(threads)
     spec = ExperimentSpec.model_validate_json(spec_json)
-    return execute(spec, method, seed, Path(out), device=device,
-                   lock_owner=f"{token}:{method}/seed{seed}")
+    with one_line_warnings():  # as the command line shows its own: one line each
+        return execute(spec, method, seed, Path(out), device=device,
+                       lock_owner=f"{token}:{method}/seed{seed}")
 
 
 @contextmanager

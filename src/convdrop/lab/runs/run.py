@@ -26,7 +26,14 @@ from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.train.checkpoint import read_checkpoint
 from convdrop.lab.train.distributed import Dist, launch_env
 from convdrop.lab.train.engine import NonFiniteLossError
-from convdrop.lab.train.store import Progress, RunPaths, check_epochs, finished_result
+from convdrop.lab.train.result import sealed
+from convdrop.lab.train.store import (
+    Progress,
+    RunPaths,
+    check_epochs,
+    finished_result,
+    read_metrics_file,
+)
 from convdrop.lab.train.trainer import Trainer
 
 __all__ = ["CACHE_FOLDER", "check_run", "discard_run", "execute", "train_and_record"]
@@ -37,7 +44,8 @@ CACHE_FOLDER = "cache"  # inside --out: a streamed folder's file index and stati
 def check_run(spec: ExperimentSpec, method: str, seed: int, out_dir: Path) -> None:
     """Read the run's result or checkpoint back and check them; writes nothing."""
     paths = RunPaths.of(out_dir, method, seed)
-    if finished_result(paths, spec.run_key(method)) is None:
+    if finished_result(paths, spec.run_key(method), method=method, seed=seed,
+                       epochs=spec.epochs) is None:
         read_checkpoint(paths, run_key=spec.run_key(method), seed=seed, epochs=spec.epochs)
 
 
@@ -78,7 +86,8 @@ def execute(
     held = lock.hold(paths.root, hint="let it finish", owner=lock_owner) if writer \
         else nullcontext()
     with held:
-        done = finished_result(paths, spec.run_key(method))
+        done = finished_result(paths, spec.run_key(method), method=method, seed=seed,
+                               epochs=spec.epochs)
         if done is not None:
             if progress:
                 progress(spec.epochs, spec.epochs)
@@ -104,6 +113,10 @@ def train_and_record(trainer: Trainer, paths: RunPaths, *, progress: Progress | 
     base = {"method": trainer.method, "seed": trainer.seed,
             "run_key": spec.run_key(trainer.method), "epochs": spec.epochs,
             "world_size": trainer.world_size, "host": socket.gethostname()}
+    if spec.weights is not None:  # what --weights left fresh, for the report
+        base["weights_fresh"] = list(trainer.fresh_keys)
+    if trainer.data_listing is not None:  # the images it saw: reused only on the same
+        base["data_listing"] = trainer.data_listing
     try:
         rows = trainer.fit(paths, progress=progress)
     except NonFiniteLossError as err:  # record it; the other runs of a grid go on
@@ -114,7 +127,7 @@ def train_and_record(trainer: Trainer, paths: RunPaths, *, progress: Progress | 
         result = {**base, "status": "ok", "error": None, **final,
                   "val_acc": rows[-1]["val_acc"] if rows else None}
     result["seconds"] = round(time.perf_counter() - started, 2)
-    if trainer.is_writer:
-        _io.write_json(paths.result, result)
+    if trainer.is_writer:  # sealed: a later run reuses it only as written, beside its metrics
+        _io.write_json(paths.result, sealed(result, read_metrics_file(paths)[1]))
         paths.checkpoint.unlink(missing_ok=True)
     return result

@@ -80,7 +80,8 @@ def write_outputs(spec: ExperimentSpec, out: Path, results: list[dict], *,
         "Generalization gap": plots.gap_bars(summaries, out / "gap.png"),
     }
     notes = [f"data: {spec.data}, model: {spec.model}, {spec.epochs} epochs, "
-             f"{spec.seeds} seeds, train_size: {spec.train_size or 'all'}"]
+             f"{spec.seeds} seeds, train_size: {spec.train_size or 'all'}",
+             *provenance.weights_notes(spec, results)]
     path = report.write_report(out, summaries, title=f"convdrop compare: {spec.name}",
                                config=spec.model_dump(), figures=figures, notes=notes,
                                run_info=provenance.run_info(spec, wall_seconds,

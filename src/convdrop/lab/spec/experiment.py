@@ -28,9 +28,10 @@ from pydantic import (
 )
 
 from convdrop import models
-from convdrop.errors import MissingFileError, SpecError, did_you_mean
-from convdrop.lab.spec import presets
+from convdrop.errors import MissingFileError, SpecError, did_you_mean, file_problem
+from convdrop.lab.spec import external, presets
 from convdrop.lab.spec.base_methods import BASE_METHODS
+from convdrop.lab.spec.weights import weights_sha256
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -154,6 +155,17 @@ class ExperimentSpec(BaseModel):
             raise ValueError(f"methods: a name is listed twice in {self.methods}")
         return self
 
+    @model_validator(mode="after")
+    def _offline(self) -> ExperimentSpec:
+        """Nothing is downloaded: refuse a model name or option that would (hf-hub:, ...)."""
+        models_used = [(self.model, self.model_options)] + [
+            (o.model, {}) for o in self.method_options.values() if o.model]
+        for name, options in models_used:
+            problem = external.download_problem(name, options)
+            if problem:
+                raise ValueError(problem)
+        return self
+
     def options_for(self, method: str) -> MethodOptions:
         """The overrides of one method (empty if none)."""
         return self.method_options.get(method, MethodOptions())
@@ -162,10 +174,13 @@ class ExperimentSpec(BaseModel):
         """Every setting one run of ``method`` depends on (not the seed count or device).
 
         ``workers`` is in it: each worker process computes with fewer CPU threads, which
-        changes the float sums, so a run of another worker count is not the same run.
+        changes the float sums, so a run of another worker count is not the same run. So is
+        the SHA-256 of the ``weights`` file: other weights under the same path are other runs.
         """
         shared = self.model_dump(exclude={"name", "methods", "seeds", "device",
                                           "method_options"})
+        if self.weights is not None:
+            shared["weights_sha256"] = weights_sha256(self.weights)
         return {"shared": shared, "method": method,
                 "options": self.options_for(method).model_dump()}
 
@@ -205,8 +220,11 @@ def load_toml(path: Path, tables: tuple[str, ...], expected: str) -> dict[str, A
     """A spec file's tables; every problem (missing, not TOML, not UTF-8, nested too
     deeply, a table not in ``tables``) is a one-line error naming the file."""
     path = Path(path)
-    if not path.is_file():
+    problem = file_problem(path)  # a directory or /dev/null is not "missing"
+    if problem == "does not exist":
         raise MissingFileError(f"spec file {str(path)!r} does not exist")
+    if problem:
+        raise SpecError(f"spec file {str(path)!r} {problem}")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:

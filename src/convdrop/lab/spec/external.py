@@ -1,33 +1,63 @@
 """Models from torchvision and timm for the runner: ``--model torchvision:NAME`` / ``timm:NAME``.
 
 Any registry name works (``torchvision.models.list_models()``, ``timm.list_models()``).
-Models are built with random weights and never downloaded; ``--weights PATH`` loads a
-local ``state_dict`` file. Keys whose shapes do not fit the data (the classifier for
-another number of classes, a first conv for another number of channels) keep their
-fresh initialization and are named in a note; any other missing or unexpected key is
-an error. The ``vision`` extra (torchvision, timm) is needed only for these names.
+Models are built with random weights and never downloaded: a name or option that would
+reach for the network or load weights from elsewhere (timm's ``hf-hub:`` and
+``local-dir:`` names, ``pretrained=True``) is refused in one line before anything is
+built. ``--weights PATH`` loads a local ``state_dict`` file
+(:mod:`convdrop.lab.spec.weights`, re-exported here as :func:`load_weights`). The
+``vision`` extra (torchvision, timm) is needed only for these names.
 """
 
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
+import re
+from collections.abc import Mapping
 from typing import Any
 
-import torch
 from torch import nn
 
 from convdrop._extras import MissingExtraError, require
-from convdrop.errors import MissingFileError, SpecError
+from convdrop.errors import SpecError
+from convdrop.lab.spec.weights import load_weights
 
-__all__ = ["LIBRARIES", "build", "is_external", "load_weights"]
+__all__ = ["LIBRARIES", "build", "download_problem", "is_external", "load_weights"]
 
 LIBRARIES = ("torchvision", "timm")
+# options that make torchvision or timm load or fetch weights (pretrained=True,
+# weights="DEFAULT", checkpoint_path, ...); also any option starting with "pretrained"
+_FETCHING_OPTIONS = frozenset({"weights", "weights_backbone", "checkpoint_path", "cache_dir",
+                               "hf_hub_id", "url", "file"})
 
 
 def is_external(name: str) -> bool:
     """Whether ``name`` is ``torchvision:NAME`` or ``timm:NAME``."""
     return name.partition(":")[0] in LIBRARIES and bool(name.partition(":")[2])
+
+
+def download_problem(name: str, options: Mapping[str, Any]) -> str | None:
+    """Why building ``name`` with ``options`` would reach for the network or load weights
+    from somewhere (None if it would not): a timm source prefix (``hf-hub:`` fetches the
+    Hub's config even with random weights, ``local-dir:`` reads a folder), a Hub id, or an
+    option such as ``pretrained``. Nothing is downloaded, so these are refused."""
+    library, _, arch = name.partition(":")
+    if library not in LIBRARIES:
+        return None
+    if re.match(r"[A-Za-z][\w+.-]*:", arch):
+        return (f"model {name!r}: the {arch.partition(':')[0] + ':'!r} prefix makes {library} "
+                "fetch from the Hugging Face Hub or read a folder, and convdrop never "
+                f"downloads; use a registry name ({library}.list_models()) and a local "
+                "state_dict with --weights PATH")
+    if "/" in arch or "\\" in arch:
+        return (f"model {name!r}: a Hub id or a path, not a registry name, and convdrop never "
+                f"downloads; use a registry name ({library}.list_models()) and a local "
+                "state_dict with --weights PATH")
+    for option in options:
+        if option.lower() in _FETCHING_OPTIONS or option.lower().startswith("pretrained"):
+            return (f"model_options.{option}: an option that loads or downloads weights, "
+                    "and convdrop never downloads; pass a local state_dict with --weights PATH")
+    return None
 
 
 def _first_conv(model: nn.Module) -> tuple[nn.Module, str, nn.Conv2d] | None:
@@ -51,7 +81,11 @@ def _with_channels(model: nn.Module, in_channels: int) -> nn.Module:
 
 
 def build(name: str, num_classes: int, in_channels: int, **options: Any) -> nn.Module:
-    """A randomly initialized ``torchvision:NAME`` or ``timm:NAME`` model for the data."""
+    """A randomly initialized ``torchvision:NAME`` or ``timm:NAME`` model for the data;
+    refuses a name or option that would download (:func:`download_problem`)."""
+    problem = download_problem(name, options)
+    if problem:
+        raise SpecError(problem)
     library, _, arch = name.partition(":")
     try:
         require("vision", f"--model {name}", (library,))
@@ -70,33 +104,3 @@ def build(name: str, num_classes: int, in_channels: int, **options: Any) -> nn.M
                    else "timm.list_models()")
         raise SpecError(f"model {name!r} could not be built ({err}); expected a name from "
                         f"{listing} and options it takes") from err
-
-
-def _state_dict(raw: object, path: Path) -> dict[str, torch.Tensor]:
-    for key in ("state_dict", "model"):  # common checkpoint wrappers
-        if isinstance(raw, dict) and isinstance(raw.get(key), dict):
-            raw = raw[key]
-    if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
-        raise SpecError(f"weights {str(path)!r} is not a state_dict (a dict of tensors)")
-    return raw
-
-
-def load_weights(model: nn.Module, path: str | Path) -> list[str]:
-    """Load a local state_dict into ``model``; returns the keys left out for their shape."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"weights file {str(path)!r} does not exist")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip or format errors: the file is not a checkpoint
-        raise SpecError(f"weights {str(path)!r} could not be read: {err}") from err
-    state = _state_dict(raw, path)
-    own = model.state_dict()
-    left_out = sorted(k for k, t in state.items() if k in own and own[k].shape != t.shape)
-    missing, unexpected = model.load_state_dict(
-        {k: t for k, t in state.items() if k not in left_out}, strict=False)
-    missing = [k for k in missing if k not in left_out]
-    if missing or unexpected:
-        raise SpecError(f"weights {str(path)!r} do not fit the model: missing keys "
-                        f"{missing[:5]}, unexpected keys {unexpected[:5]}")
-    return left_out

@@ -22,6 +22,7 @@ from convdrop.lab.data.augment import Augment
 from convdrop.lab.spec import external
 from convdrop.lab.spec.base_methods import BASE_METHODS, Method
 from convdrop.lab.spec.experiment import ExperimentSpec
+from convdrop.lab.spec.weights import load_weights
 from convdrop.models import create
 from convdrop.placement import DropRateScheduler, Rule, regularize
 
@@ -114,6 +115,7 @@ class Recipe:
 
     model: nn.Module
     method: Method
+    fresh_keys: tuple[str, ...] = ()  # --weights tensors left fresh: their shapes fit the data
 
     @property
     def label_smoothing(self) -> float:
@@ -162,8 +164,7 @@ def build_recipe(spec: ExperimentSpec, name: str, num_classes: int, in_channels:
     if method.model is None or method.model == spec.model:
         kwargs = {**spec.model_options, **kwargs}
     model = _create(model_name, name, num_classes, in_channels, kwargs)
-    if spec.weights is not None:
-        external.load_weights(model, spec.weights)
+    fresh = () if spec.weights is None else tuple(load_weights(model, spec.weights))
     if rules:
         regularize(model, rules)
-    return Recipe(model, method)
+    return Recipe(model, method, fresh)

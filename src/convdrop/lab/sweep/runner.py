@@ -136,7 +136,8 @@ def write_sweep_outputs(sweep: Sweep, out: Path, results: list[dict], *,
     spec = sweep.spec
     notes = [f"data: {spec.data}, model: {spec.model} {spec.model_options or ''}, "
              f"{spec.epochs} epochs, {spec.seeds} seeds, train_size: "
-             f"{spec.train_size or 'all'}, method: {sweep.settings.method}"]
+             f"{spec.train_size or 'all'}, method: {sweep.settings.method}",
+             *provenance.weights_notes(spec, results)]
     notes += [f"adaptive round {i + 1}: {len(names)} settings up to {seeds} seeds"
               + (f" ({', '.join(names)})" if i else "")
               for i, (seeds, names) in enumerate(rounds)]

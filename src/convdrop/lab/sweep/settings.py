@@ -56,7 +56,7 @@ class SweepSettings(BaseModel):
         if base is None or base.regularizer is None:
             swept = sorted(n for n, m in BASE_METHODS.items() if m.regularizer is not None)
             raise ValueError(f"sweep.method must be a method with a drop rate, one of {swept}; "
-                             f"got {self.method!r}")
+                             f"got {self.method!r}{did_you_mean(self.method, swept)}")
         if (self.p is None) == (self.budget is None):
             raise ValueError("sweep.p, sweep.budget: give exactly one of p = [...] and "
                              "budget = [...]")

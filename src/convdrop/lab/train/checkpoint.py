@@ -3,14 +3,16 @@
 Layout of ``checkpoint.pt``::
 
     CONVDROP-CHECKPOINT\\n
-    {"format": 2, "run_key": ..., "seed": ..., "epoch": ..., "bytes": N, "sha256": ...}\\n
+    {"format": 2, "run_key": ..., "seed": ..., "epoch": ..., "data_listing": ...,
+     "bytes": N, "sha256": ...}\\n
     <N bytes: torch.save of the trainer's state>
 
 Reading one back (:func:`read_checkpoint`) checks, in order: the magic line and
 format version, the payload's size and SHA-256 (truncation, bit rot, a half-copied
 file), the run key and seed (a checkpoint of other settings), the epoch (an int in
-1..epochs, equal to the payload's), and that ``metrics.csv`` holds exactly the rows of
-those epochs (plus at most the one written just before a kill). The payload loads with
+1..epochs, equal to the payload's), that ``metrics.csv`` holds exactly the rows of
+those epochs (plus at most the one written just before a kill), and, when resuming, that
+an image folder still lists the images the run started on (``data_listing``). The payload loads with
 ``weights_only=True`` only, so a crafted file cannot run code. Any failure is one
 :class:`convdrop.errors.RunFolderError` naming the file and what to do.
 """
@@ -27,7 +29,7 @@ import torch
 
 from convdrop import _io
 from convdrop.errors import RunFolderError
-from convdrop.lab.train.store import RunPaths, check_epochs, read_metrics
+from convdrop.lab.train.store import RunPaths, check_epochs, check_listing, read_metrics
 
 MAGIC = b"CONVDROP-CHECKPOINT\n"
 FORMAT = 2
@@ -40,7 +42,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     torch.save(state, buffer)
     payload = buffer.getvalue()
     header = {"format": FORMAT, "run_key": state["run_key"], "seed": state["seed"],
-              "epoch": state["epoch"], "bytes": len(payload),
+              "epoch": state["epoch"], "data_listing": state.get("data_listing"),
+              "bytes": len(payload),
               "sha256": hashlib.sha256(payload).hexdigest()}
     head = MAGIC + json.dumps(header).encode() + b"\n"
     _io.atomic_write(path, lambda handle: (handle.write(head), handle.write(payload)))
@@ -111,14 +114,36 @@ def _load(paths: RunPaths, path: Path) -> tuple[dict[str, Any], dict[str, Any]] 
     return header, state
 
 
-def read_checkpoint(paths: RunPaths, *, run_key: str, seed: int, epochs: int
+def read_header(paths: RunPaths) -> dict[str, Any] | None:
+    """The header of the run's checkpoint, read without its payload (None if there is no
+    checkpoint or no header): what a check of every run can afford for a large model."""
+    try:
+        with open(paths.checkpoint, "rb") as handle:
+            head = handle.read(len(MAGIC) + 4096)
+    except OSError:
+        return None
+    if not head.startswith(MAGIC):
+        return None
+    try:
+        header = json.loads(head[len(MAGIC):].partition(b"\n")[0])
+    except (ValueError, RecursionError):
+        return None
+    return header if isinstance(header, dict) else None
+
+
+def read_checkpoint(paths: RunPaths, *, run_key: str, seed: int, epochs: int,
+                    listing: str | None = None, data: str = "",
                     ) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
-    """A checked checkpoint of this run and the ``metrics.csv`` rows of its epochs, or None."""
+    """A checked checkpoint of this run and the ``metrics.csv`` rows of its epochs, or None;
+    ``listing``, when given, is the data folder's listing now, which must be the one the
+    checkpoint was written on (``data`` names the folder in the message)."""
     loaded = _load(paths, paths.checkpoint)
     if loaded is None:
         return None
     header, state = loaded
     epoch = _check_identity(paths, header, run_key, seed, epochs)
+    check_listing(paths, paths.checkpoint, header.get("data_listing"), listing, data,
+                  finished=False)
     rows = read_metrics(paths)
     check_epochs(paths, rows, epoch, exact=False)
     return state, rows[:epoch]

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from convdrop.errors import DataError
 from convdrop.lab.data import Datasets, load_dataset, normalize
+from convdrop.lab.data import stamp as data_stamp
 from convdrop.lab.data.stream import worker_message
 from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.train import distributed as dd
@@ -27,7 +28,9 @@ EVAL_BATCH = 256
 
 
 def _load(data: str, train_size: int | None, seed: int, image_size: int | None, mode: str,
-          augment: str, normalization: str, cache_dir: Path | None) -> Datasets:
+          augment: str, normalization: str, cache_dir: Path | None,
+          stamp: str | None = None) -> Datasets:
+    """The data; ``stamp`` is there for the cache's key only (a folder changed: load again)."""
     return normalize(load_dataset(data, train_size=train_size, seed=seed, image_size=image_size,
                                   mode=mode, augment=augment, normalization=normalization,
                                   cache_dir=cache_dir))
@@ -40,10 +43,12 @@ def load_run_data(spec: ExperimentSpec, seed: int, cache_dir: Path | None = None
                   keep: bool = True) -> Datasets:
     """Normalized splits; seed k draws training subset k (the same for every method).
     A streamed folder caches its index and statistics in ``cache_dir``; ``keep`` holds the
-    result for the next call with the same arguments (the runs of this process)."""
+    result for the next call with the same arguments (the runs of this process), while an
+    image folder's files stay as they were (:func:`convdrop.lab.data.stamp`)."""
     load = _datasets if keep else _load
     return load(spec.data, spec.train_size, seed if spec.train_size else 0, spec.image_size,
-                spec.data_mode, spec.augment, spec.normalization, cache_dir)
+                spec.data_mode, spec.augment, spec.normalization, cache_dir,
+                data_stamp(spec.data) if keep else None)
 
 
 def loader_workers(spec: ExperimentSpec, streaming: bool) -> int:

@@ -19,6 +19,7 @@ Below :mod:`convdrop.lab.train.trainer` (which writes metrics and checkpoints he
 from __future__ import annotations
 
 import csv
+import io
 import json
 import tempfile
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from typing import Any
 from convdrop import _io
 from convdrop.errors import OutputError, RunFolderError
 from convdrop.lab.spec.experiment import ExperimentSpec, check_name
+from convdrop.lab.train.result import CHECKSUM, result_problem
 
 METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "drop_rate", "lr",
                  "seconds", "images_per_s"]
@@ -103,11 +105,16 @@ def prepare_out(out: Path) -> Path:
     return out
 
 
-def finished_result(paths: RunPaths, run_key: str) -> dict[str, Any] | None:
-    """The stored result if this run already finished with the same settings.
+def finished_result(paths: RunPaths, run_key: str, *, method: str, seed: int,
+                    epochs: int) -> dict[str, Any] | None:
+    """The stored result if this run (``method``, ``seed``, ``epochs``) already finished
+    with the same settings (``run_key``).
 
-    Refuses a result of other settings, an unreadable one, and an "ok" one whose
-    ``metrics.csv`` does not hold every epoch.
+    Refuses a result of other settings, an unreadable one, one that is not this run's or
+    whose values are not a result's (:func:`convdrop.lab.train.result.result_problem`:
+    types, ranges, the last row and checksum of ``metrics.csv``), and an "ok" one whose
+    ``metrics.csv`` does not hold every epoch: each a :class:`RunFolderError` naming the
+    file and ``--restart``, raised before the caller writes anything.
     """
     if not paths.result.is_file():
         return None
@@ -117,12 +124,17 @@ def finished_result(paths: RunPaths, run_key: str) -> dict[str, Any] | None:
         raise paths.broken(paths.result, f"no {', '.join(missing)} in it")
     if result["run_key"] != run_key:
         raise RunFolderError(
-            f"{paths.root} holds a run with other settings (run_key {result['run_key']} "
+            f"{paths.root} holds a run with other settings (run_key {result['run_key']!r} "
             f"!= {run_key}); choose another --out, or delete that folder to rerun it"
         )
+    rows, metrics = read_metrics_file(paths)
     if result["status"] == "ok":
-        check_epochs(paths, read_metrics(paths), result["epochs"], exact=True)
-    return result
+        check_epochs(paths, rows, epochs, exact=True)
+    problem = result_problem(result, method=method, seed=seed, epochs=epochs, rows=rows,
+                             metrics=metrics)
+    if problem:
+        raise paths.broken(paths.result, problem)
+    return {k: v for k, v in result.items() if k != CHECKSUM}  # as train_and_record returns it
 
 
 def _read_json(paths: RunPaths, path: Path) -> dict[str, Any]:
@@ -157,26 +169,60 @@ def write_config(paths: RunPaths, spec: ExperimentSpec, method: str, seed: int, 
 def read_metrics(paths: RunPaths) -> list[dict[str, float]]:
     """Per-epoch rows of a run (empty if it has none yet): ``epoch`` an int, the rest floats.
 
-    A row that does not parse is a :class:`RunFolderError` naming the file and line.
+    A row that does not parse, lacks a value or is cut short (the file does not end with
+    a line end: an interrupted write) is a :class:`RunFolderError` naming the file and line.
     """
+    return read_metrics_file(paths)[0]
+
+
+def read_metrics_file(paths: RunPaths) -> tuple[list[dict[str, float]], bytes]:
+    """:func:`read_metrics`' rows and the file's bytes (``b""`` when there is no file)."""
     try:
-        rows = _io.read_csv(paths.metrics)
+        data = paths.metrics.read_bytes()
     except FileNotFoundError:
-        return []
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        return [], b""
+    except OSError as err:
+        raise paths.broken(paths.metrics, f"cannot read it ({err.strerror or err})") from None
+    try:
+        text = data.decode("utf-8")
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    except (UnicodeDecodeError, csv.Error) as err:
         raise paths.broken(paths.metrics, f"cannot read it ({err})") from None
-    parsed = []
-    for line, row in enumerate(rows, start=2):
-        try:
-            values = {k: float(v) for k, v in row.items() if v not in ("", None)}
-            epoch = values["epoch"]
-            if epoch != int(epoch):
-                raise ValueError(epoch)
-        except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
-            raise paths.broken(paths.metrics, f"line {line} is not a row of numbers with an "
-                               "epoch") from None
-        parsed.append({**values, "epoch": int(epoch)})
-    return parsed
+    if text and not text.endswith("\n"):
+        raise paths.broken(paths.metrics, "its last line is cut short (no line end: an "
+                           "interrupted write or a truncated copy)")
+    return [_metrics_row(paths, line, row) for line, row in enumerate(rows, start=2)], data
+
+
+def _metrics_row(paths: RunPaths, line: int, row: dict[str | None, Any]) -> dict[str, float]:
+    """One row of numbers: every column of the header has its value (``""`` for a column an
+    older run did not record), none more."""
+    try:
+        if None in row or None in row.values():
+            raise ValueError("a value too many or too few")
+        values = {k: float(v) for k, v in row.items() if v != ""}
+        epoch = values["epoch"]
+        if epoch != int(epoch):
+            raise ValueError(epoch)
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
+        raise paths.broken(paths.metrics, f"line {line} is not a row of numbers with an "
+                           "epoch and a value in every column") from None
+    return {**values, "epoch": int(epoch)}
+
+
+def check_listing(paths: RunPaths, path: Path, recorded: Any, listing: str | None, data: str,
+                  *, finished: bool) -> None:
+    """A run continues, or is reused, only on the images it was trained on: ``listing`` is
+    the folder's :attr:`~convdrop.lab.data.index.FolderIndex.listing` now (None for data
+    without files: nothing to check), ``recorded`` what ``path`` of the run says."""
+    if listing is None or recorded == listing:
+        return
+    when = "finished" if finished else "was checkpointed"
+    problem = (f"records no listing of {data} (an older convdrop)" if recorded is None else
+               f"{data} lists other images than when this run {when} (files added, removed "
+               "or renamed since)")
+    raise RunFolderError(f"{path}: {problem}; restore the folder, or {paths.remedy()} on the "
+                         "folder as it is now")
 
 
 def check_epochs(paths: RunPaths, rows: list[dict[str, Any]], epochs: int, *,

@@ -71,6 +71,8 @@ class Trainer:
     dist: dd.Dist = field(default_factory=dd.Dist)
     sampler: DistributedSampler | None = None
     eval_loss: nn.Module = field(default_factory=make_loss)
+    fresh_keys: tuple[str, ...] = ()  # --weights tensors left fresh (the result names them)
+    data_listing: str | None = None  # an image folder's listing (see Datasets.listing)
 
     @property
     def world_size(self) -> int:
@@ -120,7 +122,8 @@ class Trainer:
             lr_scheduler=make_lr_scheduler(optimizer, spec.lr_schedule, steps),
             drop_scheduler=drop_scheduler, loss_fn=make_loss(recipe.label_smoothing),
             augment=recipe.augment(spec.augment, data.streaming), loaders=loaders, device=target,
-            generator=generator, dist=dist, sampler=sampler,
+            generator=generator, dist=dist, sampler=sampler, fresh_keys=recipe.fresh_keys,
+            data_listing=data.listing,
         )
 
     def state_dict(self, epoch: int) -> dict[str, Any]:
@@ -131,6 +134,7 @@ class Trainer:
             "run_key": self.spec.run_key(self.method),
             "seed": self.seed,
             "world_size": self.world_size,
+            "data_listing": self.data_listing,
             "model": self.bare_model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.lr_scheduler.state_dict(),
@@ -189,7 +193,8 @@ class Trainer:
     def resume_from(self, paths: RunPaths) -> tuple[int, list[dict[str, Any]]]:
         """Load the run's checked checkpoint, if any: (finished epochs, their metrics rows)."""
         found = read_checkpoint(paths, run_key=self.spec.run_key(self.method), seed=self.seed,
-                                epochs=self.spec.epochs)
+                                epochs=self.spec.epochs, listing=self.data_listing,
+                                data=self.spec.data)
         if found is None:
             return 0, []
         state, rows = found
