@@ -35,6 +35,8 @@ SHARED_FIELDS: tuple[str, ...] = (
     "normalization", "loader_workers", "device", "channels_last", "amp",
 )
 GRID_FIELDS: tuple[str, ...] = ("methods", "seeds", "workers")
+# What a comparison or sweep checks once its report is written (not `train`).
+REPORT_FIELDS: tuple[str, ...] = ("require_overfit",)
 LAYERS_EPILOG = (
     "Each setting comes from, lowest first: the defaults shown, CPU-sized defaults on the "
     "bundled data (digits, synthetic), the preset, the --spec file, then these flags."
@@ -150,6 +152,9 @@ def _small_data_notes() -> dict[str, str]:
     where = " and ".join(presets.SMALL_DATA)
     notes = {name: f"{_shown(value)} on {where}"
              for name, value in presets.SMALL_DATA_DEFAULTS.items()}
+    for preset, (_, fields) in presets.PRESETS.items():  # a preset's own recipe on digits
+        for name, value in fields.get("on_digits", {}).items():
+            notes[name] = f"{notes.get(name, 'none')}, {_shown(value)} with {preset} on digits"
     notes["methods"] = "the preset's"
     notes["model_options"] = "; ".join(f"{_shown(opts)} for {model} on {where}"
                                        for model, opts in presets.SMALL_MODEL_OPTIONS.items())

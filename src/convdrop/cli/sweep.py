@@ -2,7 +2,8 @@
 
 The flags are those of ``compare`` (built from the spec) plus the ``[sweep]`` table's
 (built from :class:`convdrop.lab.sweep.expand.SweepSettings`); everything, the drop budget of
-every point included, is checked before anything is printed or written.
+every point included, is checked before anything is printed or written. As ``compare``, it
+prints the control's regime first and honours ``--require-overfit`` (exit status 3).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 from convdrop.cli import flags
+from convdrop.cli.compare import EXIT_NOT_OVERFIT, overfit_refusal
 from convdrop.lab.runs.preflight import preflight
 from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.sweep.expand import build_sweep
@@ -20,7 +22,7 @@ from convdrop.lab.sweep.settings import SweepSettings
 
 SWEEP_FIELDS = ("method", "p", "budget", "block_size", "placement", "schedule", "pairing",
                 "control", "adaptive", "min_seeds")
-EXPERIMENT_FIELDS = ("seeds", "workers", *flags.SHARED_FIELDS)
+EXPERIMENT_FIELDS = ("seeds", "workers", *flags.SHARED_FIELDS, *flags.REPORT_FIELDS)
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -53,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     # rich and the statistics (scipy) on first use, so `convdrop --help` stays fast
     from rich.console import Console
 
+    from convdrop.lab.report import verdicts
     from convdrop.lab.sweep.report import verdict
     from convdrop.lab.sweep.runner import run_sweep
 
@@ -73,6 +76,12 @@ def run(args: argparse.Namespace) -> int:
                   f"{len(spec.methods)} settings x {spec.seeds} seeds on {spec.data} / "
                   f"{spec.model}, {spec.epochs} epochs -> {out}")
     report_path, stats = run_sweep(sweep, out, show_progress=not args.quiet)
+    control = stats.regimes.get("control")
+    if control is not None:  # is there anything to regularize? before the verdict
+        console.print(f"Regime: {verdicts.verdict(control)}.\n", markup=False)
     console.print(verdict(sweep, stats), markup=False)
     console.print(f"report: {report_path}")
+    if spec.require_overfit and not (control and control.overfits):
+        print(overfit_refusal("sweep", control and control.kind, report_path), file=sys.stderr)
+        return EXIT_NOT_OVERFIT
     return 0

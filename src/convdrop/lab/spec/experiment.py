@@ -126,6 +126,8 @@ class ExperimentSpec(BaseModel):
     amp: bool | None = Field(None, description="bfloat16 autocast (CUDA only); none = on for "
                              "CUDA")
     workers: int = Field(1, ge=1, description="parallel runs (processes)")
+    require_overfit: bool = Field(False, description="after writing the report, exit with "
+                                  "status 3 unless the control overfits (the report's Regime)")
     method_options: dict[SafeName, MethodOptions] = Field(default_factory=dict)
 
     @field_validator("data", "model", "device")
@@ -152,6 +154,10 @@ class ExperimentSpec(BaseModel):
                 )
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods: a name is listed twice in {self.methods}")
+        if self.require_overfit and "control" not in self.methods:
+            raise ValueError("require_overfit: the regime is read off the method named "
+                             f"'control', which is not among methods {self.methods}; add it "
+                             "(a sweep: control = true) or leave require_overfit off")
         return self
 
     def options_for(self, method: str) -> MethodOptions:
@@ -163,9 +169,10 @@ class ExperimentSpec(BaseModel):
 
         ``workers`` is in it: each worker process computes with fewer CPU threads, which
         changes the float sums, so a run of another worker count is not the same run.
+        ``require_overfit`` is not: it only decides the exit status.
         """
         shared = self.model_dump(exclude={"name", "methods", "seeds", "device",
-                                          "method_options"})
+                                          "method_options", "require_overfit"})
         return {"shared": shared, "method": method,
                 "options": self.options_for(method).model_dump()}
 
@@ -233,27 +240,36 @@ def read_toml(path: Path) -> dict[str, Any]:
     return fields
 
 
-def _small_defaults(chosen: dict[str, Any]) -> dict[str, Any]:
-    """CPU-sized defaults for the bundled data sets, beneath everything chosen."""
-    if chosen.get("data", "digits") not in presets.SMALL_DATA:
+def _small_defaults(chosen: dict[str, Any], on_digits: dict[str, Any]) -> dict[str, Any]:
+    """CPU-sized defaults for the bundled data sets, with the preset's own recipe for digits
+    on top, beneath everything chosen."""
+    data = chosen.get("data", "digits")
+    if data not in presets.SMALL_DATA:
         return {}
-    small = dict(presets.SMALL_DATA_DEFAULTS)
+    small = {**presets.SMALL_DATA_DEFAULTS, **(on_digits if data == "digits" else {})}
     model_options = presets.SMALL_MODEL_OPTIONS.get(chosen.get("model", "simple_cnn"))
-    if model_options:
+    if model_options and "model_options" not in small:
         small["model_options"] = model_options
     return small
 
 
 def build_spec(
     *, preset: str | None = None, spec_file: Path | None = None,
-    overrides: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None, on_digits: dict[str, Any] | None = None,
 ) -> ExperimentSpec:
-    """Layer preset < spec file < overrides (None values are ignored) into a valid spec."""
+    """Layer preset < spec file < overrides (None values are ignored) into a valid spec.
+
+    On the bundled data :data:`~convdrop.lab.spec.presets.SMALL_DATA_DEFAULTS` lie beneath
+    them, and on digits the preset's ``on_digits`` recipe above those; a sweep passes its
+    own preset's recipe (``{}`` for none) as ``on_digits``, in place of the preset's.
+    """
     from_file = read_toml(spec_file) if spec_file is not None else {}
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
     chosen = flags.pop("preset", None) or preset or from_file.pop("preset", None)
     from_file.pop("preset", None)
     preset_part = presets.preset_fields(chosen or "regularizers")
+    recipe = preset_part.pop("on_digits", {})
+    recipe = recipe if on_digits is None else on_digits
     file_methods = from_file.pop("method_options", {})
     merged_options = {**preset_part.pop("method_options", {})}
     for name, table in file_methods.items():
@@ -261,7 +277,7 @@ def build_spec(
             raise SpecError(f"spec key methods.{name}: expected a table, got {table!r}")
         merged_options[name] = {**merged_options.get(name, {}), **table}
     chosen_fields = {**preset_part, **from_file, **flags}
-    fields = {**_small_defaults(chosen_fields), **chosen_fields}
+    fields = {**_small_defaults(chosen_fields, recipe), **chosen_fields}
     fields["method_options"] = merged_options
     try:
         return ExperimentSpec(**fields)
