@@ -84,7 +84,8 @@ def test_help_shows_the_defaults(capsys):
         with pytest.raises(SystemExit):
             _parse([command, "--help"])
         text = " ".join(capsys.readouterr().out.split())
-        assert "training epochs (default: 15; 10 on digits and synthetic)" in text
+        assert ("training epochs (default: 15; 10 on digits and synthetic, 20 with regularizers "
+                "on digits)") in text
         assert "learning rate (default: 0.002; 0.003 on digits and synthetic)" in text
         assert "(default: none; width=16 for simple_cnn on digits and synthetic)" in text
         assert "{sgd,adamw} optimizer (default: adamw)" in text
