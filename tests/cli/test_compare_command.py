@@ -205,7 +205,8 @@ def test_version_and_help_list_defaults_choices_and_models(capsys):
             main([command, "--help"])
         text = " ".join(capsys.readouterr().out.split())
         for shown in ("--batch-size", "--lr", "--model-option", "(default: 3)",
-                      "(default: 15; 10 on digits and synthetic, 30 on fashion-mnist)",
+                      "(default: 15; 10 on digits and synthetic, 30 on fashion-mnist, 20 with "
+                      "regularizers on digits)",
                       "resnet18_cifar",
                       "{sgd,adamw}"):
             if command == "train" and shown == "(default: 3)":

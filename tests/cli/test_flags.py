@@ -85,7 +85,7 @@ def test_help_shows_the_defaults(capsys):
             _parse([command, "--help"])
         text = " ".join(capsys.readouterr().out.split())
         assert ("training epochs (default: 15; 10 on digits and synthetic, 30 on "
-                "fashion-mnist)") in text
+                "fashion-mnist, 20 with regularizers on digits)") in text
         assert "learning rate (default: 0.002; 0.003 on digits and synthetic)" in text
         assert "(default: none; width=16 for simple_cnn on digits, synthetic, fashion-mnist)" \
             in text

@@ -28,7 +28,15 @@ def test_cli_sweep_runs_and_prints_the_verdict(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "convdrop sweep sweep: dropout, 2 settings x 1 seeds" in printed
     assert "fewer than 2 seeds" in printed and "report:" in printed
+    assert printed.index("Regime: control ") < printed.index("fewer than 2 seeds")
     assert (out / "report.md").is_file() and (out / "runs" / "dropout-p0.3" / "seed0").is_dir()
+    # One epoch cannot overfit: with --require-overfit the same sweep (read back, not
+    # retrained) ends with status 3 and one line, after its report.
+    assert main(["sweep", *FAST, "--method", "dropout", "--p", "0.3", "--out", str(out),
+                 "--require-overfit"]) == 3
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("convdrop sweep: --require-overfit: the control's regime is '")
+    assert err.endswith(f"not 'overfits'; {out / 'report.md'} says why (exit status 3)")
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -41,6 +49,8 @@ def test_cli_sweep_runs_and_prints_the_verdict(tmp_path, capsys):
      "sweep setting 'dropblock_scheduled-p0.1-head': placement 'head' takes"),
     (["--preset", "nope"], "argument --preset: invalid choice 'nope'"),
     (["--p", "0.1", "--epochs", "0"], "argument --epochs: invalid value '0'"),
+    (["--p", "0.1", "--no-control", "--require-overfit"],
+     "sweep.require_overfit: the regime is read off the method named 'control'"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(argv, message, tmp_path, capsys,
                                                   monkeypatch):

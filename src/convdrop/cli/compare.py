@@ -3,7 +3,9 @@
 Every check (flags, spec, device, data, models, placements, runs already in ``--out``)
 runs before the first line is printed or the first file written. Failed runs (a
 non-finite loss) still get their report, which lists each reason; the command then
-exits with a one-line summary instead of 0.
+exits with a one-line summary instead of 0. The control's regime
+(:mod:`convdrop.lab.report.regime`) prints before the table; with ``--require-overfit`` a
+control that does not overfit ends the command with status 3 once the report is written.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,7 +24,8 @@ from convdrop.lab.runs import runner
 from convdrop.lab.runs.executors import chosen, open_executor
 from convdrop.lab.runs.preflight import preflight
 
-FIELDS = (*flags.GRID_FIELDS, *flags.SHARED_FIELDS)
+FIELDS = (*flags.GRID_FIELDS, *flags.SHARED_FIELDS, *flags.REPORT_FIELDS)
+EXIT_NOT_OVERFIT = 3  # --require-overfit and a control that does not overfit
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -56,6 +60,13 @@ def failure_summary(summaries: Sequence[MethodSummary], report_path: Path) -> st
             f"{report_path} lists every failure and its reason")
 
 
+def overfit_refusal(command: str, kind: str | None, report_path: Path) -> str:
+    """The line ``--require-overfit`` ends a study with, before exiting with status 3."""
+    what = f"is {kind!r}" if kind else "was not diagnosed"
+    return (f"convdrop {command}: --require-overfit: the control's regime {what}, not "
+            f"'overfits'; {report_path} says why (exit status {EXIT_NOT_OVERFIT})")
+
+
 def _width() -> int:
     """The terminal's columns (80 when it cannot tell); 120 when writing to a file or pipe."""
     return shutil.get_terminal_size((80, 24)).columns if sys.stdout.isatty() else 120
@@ -64,6 +75,7 @@ def _width() -> int:
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``convdrop compare``."""
     # the report (scipy) on first use, so `convdrop --help` stays fast
+    from convdrop.lab.report import verdicts
     from convdrop.lab.report import writer as report
 
     where, fixed = flags.executor_from_args(args)
@@ -81,9 +93,16 @@ def run(args: argparse.Namespace) -> int:
             print(note, flush=True)
         report_path, summaries = runner.compare(spec, out, show_progress=not args.quiet,
                                                 restart=args.restart, executor=executor)
+    control = runner.regimes(out, summaries).get("control")
+    if control is not None:  # is there anything to regularize? before the numbers
+        print(textwrap.fill(f"Regime: {verdicts.verdict(control)}.", max(_width(), 40)) + "\n")
     print(report.render_table(summaries, fmt="text", width=_width()))
     print(f"report: {report_path}")
     failed = failure_summary(summaries, report_path)
     if failed:
         raise RunsFailedError(failed)
+    if spec.require_overfit and not (control and control.overfits):
+        print(overfit_refusal("compare", control and control.kind, report_path),
+              file=sys.stderr)
+        return EXIT_NOT_OVERFIT
     return 0

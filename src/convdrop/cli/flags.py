@@ -36,6 +36,8 @@ SHARED_FIELDS: tuple[str, ...] = (
     "normalization", "loader_workers", "device", "channels_last", "amp",
 )
 GRID_FIELDS: tuple[str, ...] = ("methods", "seeds", "workers")
+# What a comparison or sweep checks once its report is written (not `train`).
+REPORT_FIELDS: tuple[str, ...] = ("require_overfit",)
 LAYERS_EPILOG = (
     "Each setting comes from, lowest first: the defaults shown, CPU-sized defaults on the "
     "bundled data (digits, synthetic) and fashion-mnist, the preset, the --spec file, then "
@@ -155,6 +157,9 @@ def _small_data_notes() -> dict[str, str]:
     for name, value in presets.FASHION_DEFAULTS.items():
         shown = f"{_shown(value)} on fashion-mnist"
         notes[name] = f"{notes[name]}, {shown}" if name in notes else shown
+    for preset, (_, fields) in presets.PRESETS.items():  # a preset's own recipe on digits
+        for name, value in fields.get("on_digits", {}).items():
+            notes[name] = f"{notes.get(name, 'none')}, {_shown(value)} with {preset} on digits"
     notes["methods"] = "the preset's"
     every = ", ".join((*presets.SMALL_DATA, "fashion-mnist"))
     notes["model_options"] = "; ".join(f"{_shown(opts)} for {model} on {every}"

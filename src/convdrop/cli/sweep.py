@@ -6,6 +6,8 @@ every point included, is checked before anything is printed or written. ``--sear
 optuna`` searches the same table with Optuna instead (flags from
 :class:`convdrop.lab.sweep.search.settings.SearchSettings`) and confirms the best
 settings on fresh seeds; its storage is connected to before anything trains.
+As ``compare``, it prints the control's regime first and honours ``--require-overfit``
+(exit status 3).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from convdrop._extras import missing
 from convdrop.cli import flags
+from convdrop.cli.compare import EXIT_NOT_OVERFIT, overfit_refusal
 from convdrop.errors import ArgumentError
 from convdrop.lab.runs.executors import chosen, open_executor
 from convdrop.lab.runs.preflight import preflight
@@ -27,7 +30,7 @@ from convdrop.lab.sweep.settings import SweepSettings
 
 SWEEP_FIELDS = ("method", "p", "budget", "block_size", "placement", "schedule", "pairing",
                 "control", "adaptive", "min_seeds")
-EXPERIMENT_FIELDS = ("seeds", "workers", *flags.SHARED_FIELDS)
+EXPERIMENT_FIELDS = ("seeds", "workers", *flags.SHARED_FIELDS, *flags.REPORT_FIELDS)
 SEARCH_FIELDS = ("trials", "sampler", "pruner", "storage", "study", "confirm", "trial_seeds",
                  "sampler_seed")
 
@@ -72,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     # rich and the statistics (scipy) on first use, so `convdrop --help` stays fast
     from rich.console import Console
 
+    from convdrop.lab.report import verdicts
     from convdrop.lab.sweep.report import verdict
     from convdrop.lab.sweep.runner import run_sweep
 
@@ -107,8 +111,14 @@ def run(args: argparse.Namespace) -> int:
             console.print(note, markup=False)
         report_path, stats = run_sweep(sweep, out, show_progress=not args.quiet,
                                        executor=executor)
+    control = stats.regimes.get("control")
+    if control is not None:  # is there anything to regularize? before the verdict
+        console.print(f"Regime: {verdicts.verdict(control)}.\n", markup=False)
     console.print(verdict(sweep, stats), markup=False)
     console.print(f"report: {report_path}")
+    if spec.require_overfit and not (control and control.overfits):
+        print(overfit_refusal("sweep", control and control.kind, report_path), file=sys.stderr)
+        return EXIT_NOT_OVERFIT
     return 0
 
 

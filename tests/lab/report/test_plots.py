@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from convdrop.lab.report import plots
 from convdrop.lab.report.plots import (
     DPI,
     _annotate,
@@ -61,6 +62,27 @@ def test_learning_curves_are_small_multiples_four_to_a_row(tmp_path):
     data = {f"m{i}": [rows(0.01 * i)] for i in range(9)} | {"control": [rows(0.0)]}
     out = learning_curves(data, tmp_path / "curves.png")  # 9 methods, then drop rate: 3 rows
     assert_png(out, (int(4 * 3.3 * DPI), int((3 * 2.6 + 0.6) * DPI)))
+
+
+def test_learning_curves_mark_the_control_peak_and_shade_its_growing_gap(tmp_path,
+                                                                         monkeypatch):
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda figure, out: drawn.append(figure) or out)
+    train, val = [0.5, 0.7, 0.9, 1.0, 1.0, 1.0], [0.5, 0.65, 0.75, 0.74, 0.73, 0.74]
+    control = [{"epoch": e, "train_acc": t - 0.1, "train_eval_acc": t, "val_acc": v,
+                "drop_rate": 0.0} for e, (t, v) in enumerate(zip(train, val), start=1)]
+    other = [{**row, "val_acc": row["val_acc"] - 0.01} for row in control]
+    learning_curves({"control": [control], "dropout": [other]}, tmp_path / "c.png")
+    ax = drawn[0].axes[0]  # the dropout panel, with the control in grey
+    dotted = [line.get_xdata() for line in ax.get_lines() if line.get_linestyle() == ":"]
+    assert [list(x) for x in dotted] == [[3, 3]]  # validation peaked at epoch 3
+    # The gap (0, 5, 15, 26, 27, 26 pp) grows from epoch 1 to 5, then falls: one span.
+    spans = [(p.get_x(), p.get_x() + p.get_width()) for p in ax.patches
+             if p.get_alpha() == 0.12]
+    assert spans == [(1, 5)]
+    labels = [t.get_text() for t in drawn[0].legends[0].get_texts()]
+    assert "train (eval mode)" in labels and "control's gap grows" in labels
+    assert "control's best validation (epoch 3)" in labels
 
 
 def test_learning_curves_of_runs_that_all_failed_still_draw(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 from rich.console import Console
 from scipy import stats
 
+from convdrop.lab.report.regime import diagnose_all
 from convdrop.lab.report.writer import (
     holm,
     render_rich,
@@ -231,6 +232,18 @@ def test_write_report(tmp_path):
     assert '"epochs": 3' in text and "```json" in text and "- Tiny run." in text
     assert "## How to read this" in text and "difference of means" in text
     assert sorted(p.name for p in path.parent.iterdir()) == ["report.md"]  # no temp files
+    assert "## Regime" not in text  # only when regimes are given
+
+
+def test_write_report_opens_with_the_regime(tmp_path):
+    rows = [{"epoch": e, "train_eval_acc": 1.0, "val_acc": 0.7} for e in (1, 2)]
+    regimes = diagnose_all({"control": [rows], "dropblock": [rows]})
+    path = write_report(tmp_path, summarize(grid({"control": 0.0, "dropblock": 0.0})),
+                        title="T", config={}, figures={}, regimes=regimes)
+    text = path.read_text(encoding="utf-8")
+    assert text.index("## Regime") < text.index("## Results")
+    assert "\ncontrol overfits from epoch 1 (gap +30.0 pp at epoch 2;" in text
+    assert "| dropblock | overfits | +30.0 |" in text
 
 
 def test_write_summary_csv(tmp_path):

@@ -117,15 +117,34 @@ def test_fashion_presets_ask_the_digits_questions(fashion, digits, seeds):
 
 
 def test_small_cpu_defaults_only_for_bundled_data_and_simple_cnn():
-    digits = build_spec()
+    digits = build_spec(preset="bn-vs-dropout")
     assert digits.train_size == 300 and digits.model_options == {"width": 16}
     assert digits.workers == 2 and digits.epochs == 10
     cifar = build_spec(overrides={"data": "cifar100:/data/cifar-100-python"})
     assert cifar.train_size is None and cifar.model_options == {} and cifar.workers == 1
-    resnet = build_spec(overrides={"model": "resnet18_cifar"})
+    resnet = build_spec(preset="schedule", overrides={"model": "resnet18_cifar"})
     assert resnet.train_size == 300 and resnet.model_options == {}
     explicit = build_spec(overrides={"train_size": 500, "epochs": 3})
-    assert explicit.train_size == 500 and explicit.epochs == 3
+    assert explicit.train_size == 500 and explicit.epochs == 3 and explicit.batch_size == 8
+
+
+def test_a_preset_that_asks_does_it_help_overfits_its_control_on_digits_only():
+    digits = build_spec()  # regularizers: its recipe on digits, above the small defaults
+    assert (digits.train_size, digits.epochs, digits.batch_size) == (100, 20, 8)
+    assert digits.workers == 2 and digits.model_options == {"width": 16}
+    assert build_spec(overrides={"data": "synthetic"}).train_size == 300
+    cifar = build_spec(overrides={"data": "cifar10:/data/cifar-10-batches-py"})
+    assert (cifar.train_size, cifar.epochs, cifar.batch_size) == (None, 15, 64)
+    assert "[on digits: train_size 100, epochs 20, batch_size 8]" in describe_presets()
+    assert "on_digits" not in build_spec().model_dump()
+
+
+def test_require_overfit_needs_the_control_and_is_not_part_of_a_run():
+    spec = build_spec(overrides={"require_overfit": True})
+    assert spec.require_overfit and spec.run_key("dropout") == build_spec().run_key("dropout")
+    with pytest.raises(SpecError, match=r"require_overfit: the regime is read off the method "
+                       r"named 'control', which is not among methods \['dropout'\]"):
+        build_spec(overrides={"require_overfit": True, "methods": ["dropout"]})
 
 
 def test_the_run_key_follows_the_bytes_of_the_weights_file(tmp_path):

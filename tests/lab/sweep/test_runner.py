@@ -33,6 +33,9 @@ def test_sweep_runs_in_workers_writes_everything_and_resumes_without_training(tm
     for part in ("## Verdict", "## Best setting", "Statistically indistinguishable from it",
                  "| dropblock_scheduled-p0.2 | 0.2 |", "dose_response.png", "Welch"):
         assert part in text
+    assert text.index("## Regime") < text.index("## Verdict")  # the control's regime first
+    assert set(stats.regimes) == {"control", "dropblock_scheduled-p0.2"}
+    assert stats.regimes["control"].seeds == 2 and text.count("| control | ") == 2
     assert_png(tmp_path / "dose_response.png")
     rows = list(csv.DictReader((tmp_path / "sweep.csv").open()))
     assert [r["setting"] for r in rows] == ["control", "dropblock_scheduled-p0.2"]

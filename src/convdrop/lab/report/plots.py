@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from convdrop import _io
+from convdrop.lab.report import regime
 from convdrop.lab.report.stats import MethodSummary
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ __all__ = ["accuracy_bars", "gap_bars", "learning_curves"]
 DPI = 120
 CONTROL_COLOUR = "black"
 # metrics[method][seed_index] = per-epoch rows with keys epoch, train_loss, train_acc,
-# val_loss, val_acc, drop_rate, lr (accuracies in [0, 1])
+# train_eval_acc, val_loss, val_acc, drop_rate, lr (accuracies in [0, 1])
 Metrics = Mapping[str, Sequence[Sequence[Mapping[str, float]]]]
 
 
@@ -108,14 +109,15 @@ def _no_rows(ax: Axes, text: str) -> None:
 
 
 def _accuracy_panel(ax: Axes, method: str, runs: Sequence[Sequence[Mapping]],
-                    reference: Sequence[Sequence[Mapping]] | None, colour: object) -> None:
+                    reference: Sequence[Sequence[Mapping]] | None, colour: object,
+                    train: str) -> None:
     """One method's validation (solid, ±1 std band) and train (dashed) accuracy over the
     control's, drawn in grey in every panel as the common reference."""
     if reference is not None:
         _curve(ax, reference, "val_acc", "grey", 100.0)
-        _curve(ax, reference, "train_acc", "grey", 100.0, dashed=True)
+        _curve(ax, reference, train, "grey", 100.0, dashed=True)
     _curve(ax, runs, "val_acc", colour, 100.0)
-    _curve(ax, runs, "train_acc", colour, 100.0, dashed=True)
+    _curve(ax, runs, train, colour, 100.0, dashed=True)
     if not any(runs):
         _no_rows(ax, "no finished epoch\n(see the failed runs)")
     ax.set_title(method, fontsize="medium")
@@ -146,13 +148,29 @@ def _drop_rate_panel(ax: Axes, metrics: Metrics, colours: Mapping[str, object]) 
     ax.set_ylim(bottom=0)
 
 
+def _control_marks(ax: Axes, runs: Sequence[Sequence[Mapping]], control: str) -> list:
+    """Shade where the control's gap grows to new highs, mark its best validation."""
+    from matplotlib.lines import Line2D
+
+    found = regime.diagnose(control, runs)
+    if found.kind == regime.NO_RUNS:
+        return []
+    for start, end in regime.gap_growth(runs):
+        ax.axvspan(start, end, color="grey", alpha=0.12, linewidth=0, zorder=0)
+    ax.axvline(found.peak_epoch, color="black", linestyle=":", linewidth=1)
+    return [Line2D([], [], color="grey", alpha=0.25, linewidth=8, label=f"{control}'s gap grows"),
+            Line2D([], [], color="black", linestyle=":", linewidth=1,
+                   label=f"{control}'s best validation (epoch {found.peak_epoch})")]
+
+
 def learning_curves(metrics: Metrics, out: Path, *, control: str = "control") -> Path:
     """Small multiples: one accuracy panel per method with the control in each, then the
     drop-rate schedules on their own panel.
 
-    Accuracy is the mean over seeds; validation solid with a ±1 std band, train dashed.
-    Train values are measured with the regularizers active, so they are not clean train
-    accuracy. A method without a finished epoch (every run failed) gets a panel that says so.
+    Accuracy is the mean over seeds; validation solid with a ±1 std band, train dashed
+    (``train_eval_acc``: eval mode, regularizers off; else ``train_acc``, while training).
+    Every panel shades the epochs where the control's gap grows to a new high and marks its
+    validation peak (dotted). A method without a finished epoch gets a panel that says so.
     """
     if not metrics:
         raise ValueError("metrics must name at least one method, got an empty mapping")
@@ -161,14 +179,18 @@ def learning_curves(metrics: Metrics, out: Path, *, control: str = "control") ->
 
     colours = _colours(list(metrics), control)
     reference = metrics.get(control)
+    train = regime.train_key([rows for runs in metrics.values() for rows in runs])
     others = [m for m in metrics if m != control] or list(metrics)
     figure, panels, drop_panel = _grid(len(others))
     values = [100 * row[key] for runs in metrics.values() for rows in runs for row in rows
-              for key in ("val_acc", "train_acc") if math.isfinite(row.get(key, math.nan))]
+              for key in ("val_acc", train) if math.isfinite(row.get(key, math.nan))]
     low = max(0.0, min(values, default=0.0) - 5.0)
+    marks: list = []
     for ax, method in zip(panels, others):
         _accuracy_panel(ax, method, metrics[method],
-                        reference if method != control else None, colours[method])
+                        reference if method != control else None, colours[method], train)
+        if reference is not None:
+            marks = _control_marks(ax, reference, control)
         ax.set_ylim(low, 101)
     _drop_rate_panel(drop_panel, metrics, colours)
     for ax in [*panels, drop_panel]:
@@ -177,10 +199,13 @@ def learning_curves(metrics: Metrics, out: Path, *, control: str = "control") ->
     figure.supxlabel("epoch", fontsize="small")
     figure.supylabel("accuracy (%)", fontsize="small")
     handles = [Line2D([], [], color="black", label="validation (± std over seeds)"),
-               Line2D([], [], color="black", linestyle="--", label="train (regularized)")]
+               Line2D([], [], color="black", linestyle="--", label="train (eval mode)"
+                      if train == "train_eval_acc" else "train (regularized)")]
     if reference is not None:
         handles.append(Line2D([], [], color="grey", linewidth=2, label=f"{control} (in each)"))
-    figure.legend(handles=handles, loc="outside upper center", ncols=3, fontsize="small")
+    handles += marks
+    figure.legend(handles=handles, loc="outside upper center", fontsize="small",
+                  ncols=max(1, min(len(handles), int(figure.get_figwidth() // 2.2))))
     return _save(figure, out)
 
 

@@ -4,7 +4,8 @@ Each method is summarized over its seeds (mean ± sample std) and compared with 
 control by a two-sided Welch t-test on test accuracy: a confidence interval for the
 difference of means and a p-value, uncorrected and Holm-adjusted over the comparisons
 of one report (:func:`holm`). Failed runs are left out of every statistic but
-counted and listed.
+counted and listed. :func:`t_interval` is the one-sample interval over seeds that sweeps
+and the regime diagnosis (:mod:`convdrop.lab.report.regime`) report.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from scipy import stats
 
 from convdrop.ops import validate as v
 
-__all__ = ["ALPHA", "CONFIDENCE", "STATUSES", "MethodSummary", "Welch", "holm", "summarize",
-           "welch"]
+__all__ = ["ALPHA", "CONFIDENCE", "STATUSES", "Interval", "MethodSummary", "Welch", "holm",
+           "summarize", "t_interval", "welch"]
 
 ALPHA = 0.05  # significance level for the asterisk and the sentence
 CONFIDENCE = 0.95  # level of the interval for the difference of means
@@ -78,6 +79,29 @@ def welch(a: Sequence[float], b: Sequence[float], *, confidence: float = CONFIDE
         ci = result.confidence_interval(confidence_level=confidence)
     return Welch(float(xa.mean() - xb.mean()), float(ci.low), float(ci.high),
                  float(result.statistic), float(result.df), float(result.pvalue))
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Mean of a sample with its t-interval; low and high are NaN when n < 2."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+
+def t_interval(xs: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
+    """Mean ± t(1 - (1 - confidence) / 2, n - 1) · s / sqrt(n)."""
+    values = np.asarray(xs, dtype=np.float64)
+    if values.size == 0:
+        return Interval(math.nan, math.nan, math.nan, 0)
+    mean = float(values.mean())
+    if values.size < 2:
+        return Interval(mean, math.nan, math.nan, 1)
+    half = float(stats.t.ppf(0.5 + confidence / 2, values.size - 1)
+                 * values.std(ddof=1) / math.sqrt(values.size))
+    return Interval(mean, mean - half, mean + half, int(values.size))
 
 
 @dataclass(frozen=True)

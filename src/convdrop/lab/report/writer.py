@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 from convdrop import _io
 from convdrop._tables import NBSP, markdown_table, text_table
+from convdrop.lab.report import verdicts
+from convdrop.lab.report.regime import Regime
 from convdrop.lab.report.stats import (
     ALPHA,
     CONFIDENCE,
@@ -243,18 +245,22 @@ def write_report(
     figures: Mapping[str, Path], notes: Sequence[str] = (),
     run_info: Mapping[str, str] | None = None,
     settings: Mapping[str, Mapping[str, object]] | None = None,
+    regimes: Mapping[str, Regime] | None = None,
 ) -> Path:
     """Write ``out_dir/report.md`` atomically and return its path.
 
     ``figures`` maps a caption to a PNG path (absolute or relative to the working
     directory); links in the report are relative to ``out_dir``. ``run_info`` (versions,
     device, wall time: :func:`convdrop.lab.runs.provenance.run_info`) and ``settings`` (each
-    method's regularizer, p, block size, schedule...) get a section each.
+    method's regularizer, p, block size, schedule...) get a section each; ``regimes``
+    (:mod:`convdrop.lab.report.regime`) opens the report, before the results.
     """
     out_dir = Path(out_dir)
     parts = [f"# {title}\n"]
     if run_info:
         parts += ["".join(f"- {key}: {value}\n" for key, value in run_info.items())]
+    if regimes:
+        parts += ["## Regime\n", verdicts.section(regimes)]
     parts += ["## Results\n", render_table(summaries)]
     if settings:
         parts += ["## Methods\n", _settings_markdown(settings) + "\n"]

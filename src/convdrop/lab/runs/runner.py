@@ -7,7 +7,8 @@ Ray tasks on a cluster; every executor calls the same
 ones resume from their last epoch. The runner holds ``--out``'s lock
 (:mod:`convdrop.lab.runs.lock`) and, before it writes any file, reads back and checks
 every run already there, so a refused rerun changes nothing. At the end it writes
-``config.json``, ``results.json``, ``summary.csv``, the PNG plots and ``report.md``.
+``config.json``, ``results.json``, ``summary.csv``, the PNG plots and ``report.md``, which
+opens with the regime of the control (:func:`regimes`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from convdrop import _io
 from convdrop.errors import ArgumentError, OutputError
@@ -70,6 +72,7 @@ def write_outputs(spec: ExperimentSpec, out: Path, results: list[dict], *,
     _io.write_json(out / "results.json", results)
     summaries = report.summarize(results, control="control")
     report.write_summary_csv(out / "summary.csv", summaries)
+    found = regimes(out, summaries)
     metrics = {
         method: [read_metrics(RunPaths.of(out, method, seed)) for seed in range(spec.seeds)]
         for method in spec.methods
@@ -86,8 +89,17 @@ def write_outputs(spec: ExperimentSpec, out: Path, results: list[dict], *,
                                config=spec.model_dump(), figures=figures, notes=notes,
                                run_info=provenance.run_info(spec, wall_seconds,
                                                             executor=executor, results=results),
-                               settings=provenance.method_settings(spec))
+                               settings=provenance.method_settings(spec), regimes=found)
     return path, summaries
+
+
+def regimes(out: Path, summaries: Sequence[Any]) -> dict[str, Any]:
+    """Each method's :class:`convdrop.lab.report.regime.Regime`, from the ``metrics.csv`` of
+    its successful runs (the seeds its statistics count), in the summaries' order."""
+    from convdrop.lab.report.regime import diagnose_all  # scipy, as above
+
+    return diagnose_all({s.method: [read_metrics(RunPaths.of(out, s.method, seed))
+                                    for seed in s.seeds] for s in summaries})
 
 
 def restart_runs(spec: ExperimentSpec, restart: Sequence[str]) -> set[tuple[str, int]]:

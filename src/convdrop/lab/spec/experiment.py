@@ -127,6 +127,8 @@ class ExperimentSpec(BaseModel):
     amp: bool | None = Field(None, description="bfloat16 autocast (CUDA only); none = on for "
                              "CUDA")
     workers: int = Field(1, ge=1, description="parallel runs (processes)")
+    require_overfit: bool = Field(False, description="after writing the report, exit with "
+                                  "status 3 unless the control overfits (the report's Regime)")
     method_options: dict[SafeName, MethodOptions] = Field(default_factory=dict)
 
     @field_validator("data", "model", "device")
@@ -153,6 +155,10 @@ class ExperimentSpec(BaseModel):
                 )
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods: a name is listed twice in {self.methods}")
+        if self.require_overfit and "control" not in self.methods:
+            raise ValueError("require_overfit: the regime is read off the method named "
+                             f"'control', which is not among methods {self.methods}; add it "
+                             "(a sweep: control = true) or leave require_overfit off")
         return self
 
     @model_validator(mode="after")
@@ -176,9 +182,10 @@ class ExperimentSpec(BaseModel):
         ``workers`` is in it: each worker process computes with fewer CPU threads, which
         changes the float sums, so a run of another worker count is not the same run. So is
         the SHA-256 of the ``weights`` file: other weights under the same path are other runs.
+        ``require_overfit`` is not: it only decides the exit status.
         """
         shared = self.model_dump(exclude={"name", "methods", "seeds", "device",
-                                          "method_options"})
+                                          "method_options", "require_overfit"})
         if self.weights is not None:
             shared["weights_sha256"] = weights_sha256(self.weights)
         return {"shared": shared, "method": method,
@@ -251,29 +258,37 @@ def read_toml(path: Path) -> dict[str, Any]:
     return fields
 
 
-def _small_defaults(chosen: dict[str, Any]) -> dict[str, Any]:
-    """CPU-sized defaults for the bundled data sets and Fashion-MNIST, beneath everything
-    chosen (:data:`convdrop.lab.spec.presets.DATA_DEFAULTS`)."""
+def _small_defaults(chosen: dict[str, Any], on_digits: dict[str, Any]) -> dict[str, Any]:
+    """CPU-sized defaults for the bundled data sets and Fashion-MNIST
+    (:data:`convdrop.lab.spec.presets.DATA_DEFAULTS`), with the preset's own recipe for
+    digits on top, beneath everything chosen."""
     kind = str(chosen.get("data", "digits")).partition(":")[0].strip().lower()
     if kind not in presets.DATA_DEFAULTS:
         return {}
-    small = dict(presets.DATA_DEFAULTS[kind])
+    small = {**presets.DATA_DEFAULTS[kind], **(on_digits if kind == "digits" else {})}
     model_options = presets.SMALL_MODEL_OPTIONS.get(chosen.get("model", "simple_cnn"))
-    if model_options:
+    if model_options and "model_options" not in small:
         small["model_options"] = model_options
     return small
 
 
 def build_spec(
     *, preset: str | None = None, spec_file: Path | None = None,
-    overrides: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None, on_digits: dict[str, Any] | None = None,
 ) -> ExperimentSpec:
-    """Layer preset < spec file < overrides (None values are ignored) into a valid spec."""
+    """Layer preset < spec file < overrides (None values are ignored) into a valid spec.
+
+    On the bundled data :data:`~convdrop.lab.spec.presets.SMALL_DATA_DEFAULTS` lie beneath
+    them, and on digits the preset's ``on_digits`` recipe above those; a sweep passes its
+    own preset's recipe (``{}`` for none) as ``on_digits``, in place of the preset's.
+    """
     from_file = read_toml(spec_file) if spec_file is not None else {}
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
     chosen = flags.pop("preset", None) or preset or from_file.pop("preset", None)
     from_file.pop("preset", None)
     preset_part = presets.preset_fields(chosen or "regularizers")
+    recipe = preset_part.pop("on_digits", {})
+    recipe = recipe if on_digits is None else on_digits
     file_methods = from_file.pop("method_options", {})
     merged_options = {**preset_part.pop("method_options", {})}
     for name, table in file_methods.items():
@@ -281,7 +296,7 @@ def build_spec(
             raise SpecError(f"spec key methods.{name}: expected a table, got {table!r}")
         merged_options[name] = {**merged_options.get(name, {}), **table}
     chosen_fields = {**preset_part, **from_file, **flags}
-    fields = {**_small_defaults(chosen_fields), **chosen_fields}
+    fields = {**_small_defaults(chosen_fields, recipe), **chosen_fields}
     fields["method_options"] = merged_options
     try:
         return ExperimentSpec(**fields)

@@ -245,5 +245,7 @@ def build_sweep(*, preset: str | None = None, spec_file: Path | None = None,
     except ValidationError as err:
         raise SpecError(one_line(err)) from None
     chosen_exp = {k: v for k, v in (overrides or {}).items() if v is not None}
-    base = build_spec(overrides={**preset_exp, **file_exp, **chosen_exp, "methods": ["control"]})
+    recipe = preset_exp.pop("on_digits", {})  # on digits only
+    base = build_spec(overrides={**preset_exp, **file_exp, **chosen_exp, "methods": ["control"]},
+                      on_digits=recipe)
     return expand(settings, base, probe)

@@ -1,7 +1,8 @@
 """Built-in sweeps (``convdrop sweep --preset NAME``): the questions users ask.
 
 Each preset is a pair of dicts: ``[experiment]`` fields (beneath a spec file and flags,
-above the small-data defaults) and ``[sweep]`` fields (see
+above the small-data defaults; ``on_digits`` is its recipe on digits only, see
+:data:`convdrop.lab.spec.presets.OVERFIT_RECIPE`) and ``[sweep]`` fields (see
 :class:`convdrop.lab.sweep.expand.SweepSettings`). Placement names are read from
 :data:`convdrop.lab.spec.methods.PLACEMENTS` when a preset is used, so a preset keeps only
 the placements this version of convdrop has.
@@ -14,7 +15,7 @@ from typing import Any
 
 from convdrop.errors import SpecError
 from convdrop.lab.spec.methods import PLACEMENTS
-from convdrop.lab.spec.presets import FASHION
+from convdrop.lab.spec.presets import FASHION, OVERFIT_RECIPE, describe_recipe
 
 DEFAULT_PRESET = "dropblock-dose"
 
@@ -29,7 +30,7 @@ _BUDGETS = {"method": "dropout", "budget": [0.00025, 0.0005, 0.001, 0.002],
 SWEEP_PRESETS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "dropblock-dose": (
         "scheduled DropBlock, p x block size (0.05-0.3 x 1, 3, 5), plus the p = 0 control",
-        {"seeds": 3},
+        {"seeds": 3, "on_digits": OVERFIT_RECIPE},
         _DOSE,
     ),
     "dropout-dose": (
@@ -40,7 +41,7 @@ SWEEP_PRESETS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "location-vs-magnitude": (
         "equal drop budget (expected fraction dropped per forward) concentrated in the head "
         "or spread over every conv: dropout at budgets 0.00025-0.002",
-        {"seeds": 3},
+        {"seeds": 3, "on_digits": OVERFIT_RECIPE},
         _BUDGETS,
     ),
     "fashion-dose": ("dropblock-dose on Fashion-MNIST, 3 seeds", {**FASHION, "seeds": 3}, _DOSE),
@@ -63,4 +64,5 @@ def sweep_preset(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
 def describe_sweep_presets() -> str:
     """One line per preset, for ``convdrop presets``."""
     width = max(len(name) for name in SWEEP_PRESETS)
-    return "\n".join(f"{name:<{width}}  {text}" for name, (text, _, _) in SWEEP_PRESETS.items())
+    return "\n".join(f"{name:<{width}}  {text}{describe_recipe(fields)}"
+                     for name, (text, fields, _) in SWEEP_PRESETS.items())

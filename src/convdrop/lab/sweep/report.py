@@ -15,6 +15,7 @@ from pathlib import Path
 
 from convdrop import _io
 from convdrop._tables import markdown_table
+from convdrop.lab.report import verdicts
 from convdrop.lab.sweep.expand import Point, Sweep
 from convdrop.lab.sweep.stats import Interval, PointStats, SweepStats
 
@@ -169,13 +170,16 @@ def write_sweep_report(out: Path, sweep: Sweep, stats: SweepStats, *, title: str
                        figures: Mapping[str, Path], failures: Sequence[Sequence[str]],
                        notes: Sequence[str] = (), run_info: Mapping[str, str] | None = None
                        ) -> Path:
-    """``out/report.md``: what ran (``run_info``: versions, device, wall time), verdict,
-    best, the table, figures, how to read, failures, config."""
+    """``out/report.md``: what ran (``run_info``: versions, device, wall time), the regime of
+    the control and of every point (``stats.regimes``), verdict, best, the table, figures,
+    how to read, failures, config."""
     header, rows = point_rows(sweep, stats)
     align = ["left"] + ["right"] * (len(header) - 1)
     parts = [f"# {title}\n"]
     if run_info:
         parts += ["".join(f"- {key}: {value}\n" for key, value in run_info.items())]
+    if stats.regimes:
+        parts += ["## Regime\n", verdicts.section(stats.regimes)]
     parts += ["## Verdict\n", verdict(sweep, stats) + "\n"]
     if stats.best is not None:
         best_point = next(p for p in sweep.points if p.name == stats.best)

@@ -8,11 +8,12 @@ trains nothing that finished), the executor (``--workers``, ``--executor``) and 
 spec, which ``convdrop train --spec`` reads, so a setting can run under torchrun into the
 same folder), ``results.json``,
 ``summary.csv``, ``sweep.csv``, ``dose_response.png``, ``heatmap.png`` (when there is
-more than one line) and ``report.md``.
+more than one line) and ``report.md``, which opens with the regime of the control.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -114,7 +115,8 @@ def write_sweep_outputs(sweep: Sweep, out: Path, results: list[dict], *,
     _io.write_json(out / "results.json", results)
     summaries = report.summarize(results, control="control")
     report.write_summary_csv(out / "summary.csv", summaries)
-    stats = analyse(summaries, control="control" if sweep.control else None)
+    stats = dataclasses.replace(analyse(summaries, control="control" if sweep.control else None),
+                                regimes=runner.regimes(out, summaries))
     write_sweep_csv(out / "sweep.csv", sweep, stats)
     by_budget = sweep.settings.by_budget
     x_label = "drop probability p (solved per placement)" if by_budget else \

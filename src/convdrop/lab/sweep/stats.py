@@ -18,38 +18,21 @@ The method, stated once and used everywhere:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
-import numpy as np
-from scipy import stats
-
-from convdrop.lab.report.stats import ALPHA, CONFIDENCE, MethodSummary, Welch, holm, welch
+from convdrop.lab.report.regime import Regime
+from convdrop.lab.report.stats import (
+    ALPHA,
+    Interval,
+    MethodSummary,
+    Welch,
+    holm,
+    t_interval,
+    welch,
+)
 
 __all__ = ["Interval", "PointStats", "SweepStats", "analyse", "holm", "t_interval"]
-
-
-@dataclass(frozen=True)
-class Interval:
-    """Mean of a sample with its t-interval; low and high are NaN when n < 2."""
-
-    mean: float
-    low: float
-    high: float
-    n: int
-
-
-def t_interval(xs: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
-    """Mean ± t(1 - (1 - confidence) / 2, n - 1) · s / sqrt(n)."""
-    values = np.asarray(xs, dtype=np.float64)
-    if values.size == 0:
-        return Interval(math.nan, math.nan, math.nan, 0)
-    mean = float(values.mean())
-    if values.size < 2:
-        return Interval(mean, math.nan, math.nan, 1)
-    half = float(stats.t.ppf(0.5 + confidence / 2, values.size - 1)
-                 * values.std(ddof=1) / math.sqrt(values.size))
-    return Interval(mean, mean - half, mean + half, int(values.size))
 
 
 @dataclass(frozen=True)
@@ -74,6 +57,7 @@ class SweepStats:
     points: tuple[PointStats, ...]  # in input order
     best: str | None  # None when no point has a successful run
     alpha: float = ALPHA
+    regimes: Mapping[str, Regime] = field(default_factory=dict)  # per point, from its curves
 
     def point(self, name: str) -> PointStats:
         return next(pt for pt in self.points if pt.name == name)

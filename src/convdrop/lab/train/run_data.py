@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from convdrop.errors import DataError
 from convdrop.lab.data import Datasets, load_dataset, normalize
@@ -21,10 +21,11 @@ from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.train import distributed as dd
 from convdrop.lab.train.engine import make_loader
 
-__all__ = ["EVAL_BATCH", "load_run_data", "loader_workers", "make_loaders", "on_cuda",
-           "worker_errors"]
+__all__ = ["CURVE_TRAIN_IMAGES", "EVAL_BATCH", "curve_subset", "load_run_data",
+           "loader_workers", "make_loaders", "on_cuda", "worker_errors"]
 
 EVAL_BATCH = 256
+CURVE_TRAIN_IMAGES = 5000  # training images scored in eval mode after every epoch, at most
 
 
 def _load(data: str, train_size: int | None, seed: int, image_size: int | None, mode: str,
@@ -76,15 +77,31 @@ def worker_errors() -> Iterator[None]:
         raise DataError(worker_message(str(err))) from None
 
 
+def curve_subset(train: Dataset, limit: int = CURVE_TRAIN_IMAGES) -> Dataset:
+    """At most ``limit`` evenly spaced training images, the same every epoch and run.
+
+    Their eval-mode accuracy after each epoch is the learning curve's clean training
+    accuracy (``train_eval_acc``); evenly spaced, so a folder listed class by class gives
+    every class its share. The whole split when it is no larger.
+    """
+    count = len(train)
+    if count <= limit:
+        return train
+    return Subset(train, torch.linspace(0, count - 1, limit).round().long().tolist())
+
+
 def make_loaders(data: Datasets, spec: ExperimentSpec, dist: dd.Dist, generator: torch.Generator,
                  seed: int, device: torch.device | None = None,
                  ) -> tuple[dict[str, DataLoader], DistributedSampler | None]:
-    """Train loader (shuffled; this rank's share under torchrun) and the three eval loaders.
+    """Train loader (shuffled; this rank's share under torchrun) and the four eval loaders.
 
     Streamed data load in :func:`loader_workers` processes (the training loader's kept
-    across epochs), into pinned memory on CUDA."""
+    across epochs), into pinned memory on CUDA. ``train_curve`` (:func:`curve_subset`)
+    draws its loader seed from a generator of its own: scoring it leaves the global RNG,
+    and so every other number of the run, as it was without it."""
     options = {"workers": loader_workers(spec, data.streaming),
                "pin_memory": device is not None and device.type == "cuda"}
+    curve = curve_subset(data.train_scored)
     if not dist.enabled:
         return {
             "train": make_loader(data.train, spec.batch_size, shuffle=True, generator=generator,
@@ -92,17 +109,21 @@ def make_loaders(data: Datasets, spec: ExperimentSpec, dist: dd.Dist, generator:
             "train_eval": make_loader(data.train_scored, EVAL_BATCH, shuffle=False, **options),
             "val": make_loader(data.val, EVAL_BATCH, shuffle=False, **options),
             "test": make_loader(data.test, EVAL_BATCH, shuffle=False, **options),
+            "train_curve": make_loader(curve, EVAL_BATCH, shuffle=False,
+                                       generator=torch.Generator(), **options),
         }, None
     batch = dd.per_rank_batch(spec.batch_size, dist.world_size)
     sampler = DistributedSampler(data.train, num_replicas=dist.world_size, rank=dist.rank,
                                  shuffle=True, seed=seed, drop_last=False)
 
-    def part(dataset: Dataset) -> DataLoader:
+    def part(dataset: Dataset, own_seed: bool = False) -> DataLoader:
         return make_loader(dd.shard(dataset, dist.rank, dist.world_size), EVAL_BATCH,
-                           shuffle=False, **options)
+                           shuffle=False, generator=torch.Generator() if own_seed else None,
+                           **options)
 
     return {
         "train": make_loader(data.train, batch, shuffle=False, sampler=sampler,
                              generator=generator, persistent=True, **options),
         "train_eval": part(data.train_scored), "val": part(data.val), "test": part(data.test),
+        "train_curve": part(curve, own_seed=True),
     }, sampler

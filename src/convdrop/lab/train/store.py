@@ -32,8 +32,10 @@ from convdrop.errors import OutputError, RunFolderError
 from convdrop.lab.spec.experiment import ExperimentSpec, check_name
 from convdrop.lab.train.result import CHECKSUM, result_problem
 
-METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "drop_rate", "lr",
-                 "seconds", "images_per_s"]
+# train_acc is the running mean over the epoch, with augmentation and the regularizer on;
+# train_eval_acc scores up to 5,000 training images in eval mode after it (the regime's gap)
+METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "train_eval_acc", "val_loss", "val_acc",
+                 "drop_rate", "lr", "seconds", "images_per_s"]
 RESULT_KEYS = ("method", "seed", "run_key", "epochs", "status")
 
 Progress = Callable[[int, int], None]  # (epochs done, epochs in total)

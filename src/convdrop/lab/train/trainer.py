@@ -229,10 +229,10 @@ class Trainer:
         # the job's rate: every rank's images over this rank's epoch time
         images_per_s = dd.all_reduce_sums([stats.images], self.dist)[0] / max(stats.seconds,
                                                                               1e-9)
-        val = self.evaluate("val")
+        val, clean = self.evaluate("val"), self.evaluate("train_curve")
         return {
             "epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
-            "val_loss": val.loss, "val_acc": val.accuracy,
+            "train_eval_acc": clean.accuracy, "val_loss": val.loss, "val_acc": val.accuracy,
             "drop_rate": current_drop_rate(self.model),
             "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(stats.seconds, 3),
             "images_per_s": round(images_per_s, 1),
