@@ -163,3 +163,35 @@ def test_a_file_broken_after_listing_stops_the_run_with_one_line(folder, tmp_pat
     bad = copy / "train" / "b" / "00003.png"
     assert err[-1].startswith(f"convdrop train: error: cannot read image {bad} (")
     assert not any("Traceback" in line or "worker process" in line for line in err)
+
+
+# --- streamed folders under --workers (run workers with loader workers of their own) ---
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch) -> Path:
+    """A small ImageFolder tree at ``DATA`` in the current folder, which is ``tmp_path``."""
+    monkeypatch.chdir(tmp_path)
+    write_image_folder(tmp_path / "DATA", {"a": 6, "b": 6}, size=(16, 16))
+    return tmp_path
+
+
+def test_the_readme_recipe_streams_a_folder_over_two_run_workers(in_tmp, capsys):
+    """The README's ``--data folder:PATH ... --workers 2`` recipe, exactly as it is typed;
+    on a machine with cores to spare its runs start DataLoader workers of their own."""
+    code = main(["compare", "--data", "folder:DATA", "--methods", "control,dropout",
+                 "--seeds", "1", "--epochs", "1", "--image-size", "16", "--workers", "2"])
+    assert code == 0, capsys.readouterr().err
+    runs = json.loads((in_tmp / "results" / "regularizers" / "results.json").read_text())
+    assert [(r["method"], r["status"]) for r in runs] == [("control", "ok"), ("dropout", "ok")]
+
+
+@pytest.mark.slow  # two more run workers; the job with children in test_workers covers it
+def test_two_run_workers_each_with_a_loader_worker_train(in_tmp, capsys):
+    """Loader workers asked for explicitly, so every machine starts them (the default may
+    give none on a machine with few cores)."""
+    code = main(["compare", "--data", "folder:DATA", "--methods", "control,dropout",
+                 "--seeds", "1", "--epochs", "1", "--image-size", "16", "--workers", "2",
+                 "--workers-per-run", "1", "--quiet", "--out", "out"])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads((in_tmp / "out" / "config.json").read_text())["loader_workers"] == 1

@@ -13,6 +13,12 @@ progress events and results. No process may outlive the runner, however it ends:
 There is no multiprocessing manager process; the queues are plain pipes, so the
 resource tracker ends when the last of these processes does. Workers ignore SIGINT:
 Ctrl-C reaches the whole process group, and the parent decides what stops.
+
+Workers are not daemon processes, because a run may start its own children (the
+DataLoader workers of a streamed folder), which multiprocessing forbids a daemon. What
+``daemon`` would have given, no worker outliving the parent, the two mechanisms above
+already give; a DataLoader worker ends when its run worker does (PyTorch's own watch on
+its parent).
 """
 
 from __future__ import annotations
@@ -78,6 +84,10 @@ def _portable(err: BaseException) -> tuple[BaseException | None, str]:
 def _serve(job: Callable[..., Any], jobs: Any, events: Any, parent: int, threads: int) -> None:
     """Worker main loop: run jobs until the ``None`` sentinel; every message goes to ``events``."""
     die_with_parent(parent)
+    # a spawned process inherits "spawn" as its default start method; a run's own processes
+    # (DataLoader workers) start as they would in the runner (the platform's default, fork
+    # on Linux), not as fresh interpreters that import torch for every loader of every epoch
+    multiprocessing.set_start_method(None, force=True)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     while (item := jobs.get()) is not None:
@@ -124,7 +134,7 @@ def run_jobs(job: Callable[..., Any], jobs: Sequence[tuple], *, processes: int, 
         todo.put((index, args))
     for _ in range(processes):
         todo.put(None)
-    workers = [context.Process(target=_serve, daemon=True, name=f"convdrop-worker-{i}",
+    workers = [context.Process(target=_serve, daemon=False, name=f"convdrop-worker-{i}",
                                args=(job, todo, events, os.getpid(), threads))
                for i in range(processes)]
     results: dict[int, Any] = {}
