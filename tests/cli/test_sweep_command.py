@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 
 import pytest
 
 from convdrop.cli import main
+
+from conftest import write_image_folder
 
 FAST = ["--data", "synthetic", "--train-size", "24", "--epochs", "1", "--seeds", "1",
         "--batch-size", "12", "--image-size", "16", "--model-option", "width=4",
@@ -52,3 +55,15 @@ def test_bad_input_is_one_line_and_writes_nothing(argv, message, tmp_path, capsy
 def test_presets_lists_the_sweeps(capsys):
     assert main(["presets"]) == 0
     assert "dropblock-dose" in capsys.readouterr().out
+
+
+def test_a_streamed_folder_sweeps_over_two_run_workers(tmp_path, monkeypatch, capsys):
+    """compare's README folder recipe, as a sweep: two run workers on a streamed folder."""
+    monkeypatch.chdir(tmp_path)
+    write_image_folder(tmp_path / "DATA", {"a": 6, "b": 6}, size=(16, 16))
+    code = main(["sweep", "--data", "folder:DATA", "--method", "dropout", "--p", "0.1",
+                 "--seeds", "1", "--epochs", "1", "--image-size", "16", "--workers", "2"])
+    assert code == 0, capsys.readouterr().err
+    runs = json.loads((tmp_path / "results" / "sweep-sweep" / "results.json").read_text())
+    assert [(r["method"], r["status"]) for r in runs] == [("control", "ok"),
+                                                          ("dropout-p0.1", "ok")]
