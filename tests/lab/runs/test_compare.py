@@ -8,11 +8,11 @@ import pytest
 
 from convdrop.cli import main
 from convdrop.errors import RunFolderError
-from convdrop.lab.train import engine
-from convdrop.lab.spec.presets import PRESETS
 from convdrop.lab.runs.run import execute
 from convdrop.lab.runs.runner import compare
 from convdrop.lab.spec.experiment import build_spec
+from convdrop.lab.spec.presets import PRESETS
+from convdrop.lab.train import engine
 from convdrop.lab.train.store import RunPaths, read_metrics
 
 TINY = {"data": "synthetic", "train_size": 30, "epochs": 1, "seeds": 1, "batch_size": 16,

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FLAGS, files, session_processes, wait_until_gone
 
 from convdrop import _io
 from convdrop.cli import main
@@ -30,6 +29,8 @@ from convdrop.lab.runs.run import check_run, execute
 from convdrop.lab.runs.runner import compare, grid
 from convdrop.lab.spec.experiment import build_spec
 from convdrop.lab.train.store import RunPaths
+
+from conftest import FLAGS, files, session_processes, wait_until_gone
 
 TINY = {"data": "synthetic", "train_size": 32, "epochs": 2, "seeds": 1, "batch_size": 16,
         "workers": 1, "methods": ["control", "dropblock"], "model_options": {"width": 4}}

@@ -12,9 +12,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import FLAGS, files
 
 from convdrop.cli import main
+
+from conftest import FLAGS, files
 
 
 def _refused(capsys, argv: list[str]) -> str:

@@ -55,8 +55,8 @@ def _rank(rank: int, port: int, spec_json: str, cache: str, report: str) -> None
     """Record which files this rank decodes: two training epochs, then the test split."""
     import torch
 
-    from convdrop.lab.train import distributed as dd
     from convdrop.lab.data import stream
+    from convdrop.lab.train import distributed as dd
     from convdrop.lab.train.trainer import Trainer
 
     os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank),

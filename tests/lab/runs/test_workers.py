@@ -1,4 +1,5 @@
-"""convdrop.lab.runs.workers: results in order, errors carried over, no process outlives its parent."""
+"""convdrop.lab.runs.workers: results in order, errors carried over, no process outlives
+its parent."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import session_processes, wait_until_gone
-
 from convdrop.errors import SpecError
 from convdrop.lab.runs.workers import WorkerDied, run_jobs
+
+from conftest import session_processes, wait_until_gone
 
 
 def square(value: int, *, report) -> int:

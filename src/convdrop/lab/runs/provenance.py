@@ -18,9 +18,9 @@ import torch
 from convdrop._devices import resolve_device
 from convdrop.lab.data import DEFAULT_FOLDER_SIZE, DEFAULT_IMAGE_SIZE
 from convdrop.lab.data import streams as _streams
+from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.spec.methods import resolve
 from convdrop.lab.train.run_data import loader_workers
-from convdrop.lab.spec.experiment import ExperimentSpec
 
 __all__ = ["duration", "method_settings", "run_info"]
 

@@ -21,10 +21,10 @@ from typing import Any
 from convdrop import _io
 from convdrop.errors import LaunchError, OutputError
 from convdrop.lab.runs import lock
+from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.train.checkpoint import read_checkpoint
 from convdrop.lab.train.distributed import Dist, launch_env
 from convdrop.lab.train.engine import NonFiniteLossError
-from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.train.store import Progress, RunPaths, check_epochs, finished_result
 from convdrop.lab.train.trainer import Trainer
 

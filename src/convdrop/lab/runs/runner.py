@@ -23,9 +23,9 @@ from convdrop import _io
 from convdrop.errors import ArgumentError, OutputError
 from convdrop.lab.runs import lock
 from convdrop.lab.runs.run import check_run, discard_run, execute
+from convdrop.lab.runs.workers import run_jobs, sigterm_as_interrupt
 from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.train.store import RunPaths, prepare_out, read_metrics
-from convdrop.lab.runs.workers import run_jobs, sigterm_as_interrupt
 
 
 def grid(spec: ExperimentSpec) -> list[tuple[str, int]]:
