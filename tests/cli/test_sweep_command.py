@@ -39,6 +39,13 @@ def test_cli_sweep_runs_and_prints_the_verdict(tmp_path, capsys):
      "sweep setting 'dropblock_scheduled-p0.1-head': placement 'head' takes"),
     (["--preset", "nope"], "argument --preset: invalid choice 'nope'"),
     (["--p", "0.1", "--epochs", "0"], "argument --epochs: invalid value '0'"),
+    (["--p", ",".join(f"{k / 1000:g}" for k in range(1, 1001))],
+     "sweep: 1,001 settings x 1 seeds = 1,001 runs, more than the 1,000 allowed; shorten "
+     "sweep.p, or allow them with --max-runs 1001"),
+    (["--p", "0.1,0.2", "--seeds", "2", "--max-runs", "5"], "= 6 runs, more than the 5"),
+    (["--p", "0.1", "--max-runs", "0"], "argument --max-runs: invalid value '0'"),
+    (["--p", "0.1", "--model-option", "width=100000"],
+     "model_options: model 'simple_cnn' with width=100000 has 1,980,157,"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(argv, message, tmp_path, capsys,
                                                   monkeypatch):
@@ -67,3 +74,18 @@ def test_a_streamed_folder_sweeps_over_two_run_workers(tmp_path, monkeypatch, ca
     runs = json.loads((tmp_path / "results" / "sweep-sweep" / "results.json").read_text())
     assert [(r["method"], r["status"]) for r in runs] == [("control", "ok"),
                                                           ("dropout-p0.1", "ok")]
+
+
+def test_a_model_too_large_for_the_machine_is_one_line_naming_it(tmp_path, capsys):
+    """The audit's spec file: the preflight counts the parameters on the meta device and
+    refuses before anything is allocated, printed or written."""
+    spec = tmp_path / "big.toml"
+    spec.write_text('[experiment]\ndata = "synthetic"\nmodel_options = { width = 100000 }\n'
+                    '[sweep]\nmethod = "dropout"\np = [0.1]\n', encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["sweep", "--spec", str(spec), "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and not out.exists() and "Traceback" not in captured.err
+    (line,) = _lines(captured.err)
+    assert line.startswith("convdrop sweep: error: model_options: model 'simple_cnn' with "
+                           "width=100000 has 1,980,157,") and "GiB of memory this" in line

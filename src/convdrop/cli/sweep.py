@@ -10,11 +10,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
 
 from convdrop.cli import flags
 from convdrop.lab.runs.preflight import preflight
 from convdrop.lab.spec.experiment import ExperimentSpec
-from convdrop.lab.sweep.expand import build_sweep
+from convdrop.lab.sweep.expand import DEFAULT_MAX_RUNS, build_sweep
 from convdrop.lab.sweep.presets import DEFAULT_PRESET, SWEEP_PRESETS
 from convdrop.lab.sweep.settings import SweepSettings
 
@@ -44,6 +47,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     flags.add_field_flags(parser, SweepSettings, SWEEP_FIELDS)
     flags.add_field_flags(parser, ExperimentSpec, EXPERIMENT_FIELDS)
     parser.add_argument("--out", help="output folder (default results/sweep-<preset>)")
+    parser.add_argument("--max-runs", type=flags.flag_type(Annotated[int, Field(ge=1)]),
+                        default=DEFAULT_MAX_RUNS, metavar="N",
+                        help="refuse a sweep of more runs (settings x seeds) than this, "
+                        f"before expanding it (default: {DEFAULT_MAX_RUNS:,})")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -60,17 +67,19 @@ def run(args: argparse.Namespace) -> int:
     options = experiment.pop("model_options", None)
     sweep_flags = flags.given(args, SweepSettings, SWEEP_FIELDS)
     sweep = build_sweep(preset=args.preset, spec_file=args.spec, overrides=experiment,
-                        sweep_overrides=sweep_flags)
+                        sweep_overrides=sweep_flags, max_runs=args.max_runs)
     if options:  # --model-option pairs add to the options the layers beneath chose
         merged = {**sweep.spec.model_options, **options}
         sweep = build_sweep(preset=args.preset, spec_file=args.spec, sweep_overrides=sweep_flags,
-                            overrides={**experiment, "model_options": merged})
+                            overrides={**experiment, "model_options": merged},
+                            max_runs=args.max_runs)
     spec = sweep.spec
     out = Path(args.out) if args.out else Path("results") / f"sweep-{spec.name}"
     preflight(spec, out, range(spec.seeds))  # device, data, models, runs already in --out
     console = Console(width=None if sys.stdout.isatty() else 120)
     console.print(f"[bold]convdrop sweep[/bold] {spec.name}: {sweep.settings.method}, "
-                  f"{len(spec.methods)} settings x {spec.seeds} seeds on {spec.data} / "
+                  f"{len(spec.methods)} settings x {spec.seeds} seeds = "
+                  f"{len(spec.methods) * spec.seeds} runs on {spec.data} / "
                   f"{spec.model}, {spec.epochs} epochs -> {out}")
     report_path, stats = run_sweep(sweep, out, show_progress=not args.quiet)
     console.print(verdict(sweep, stats), markup=False)

@@ -3,9 +3,11 @@
 :func:`preflight` checks, fastest first: the device (``--device cuda`` without CUDA is
 found in a second, not after the data), the data and ``train_size`` (by reading the
 data set, which the first run then reuses), the model and every method's placement
-(built on the ``meta`` device, so a ResNet-50 costs no memory and no time), and the
-runs already in ``--out``: one with other settings is an error that says which
-settings differ, found before the first epoch rather than in the middle of a grid.
+(built on the ``meta`` device, so a ResNet-50 costs no memory and no time, and a model
+too large for the device is refused before it is allocated, see
+:mod:`convdrop.lab.runs.model_size`), and the runs already in ``--out``: one with other
+settings is an error that says which settings differ, found before the first epoch
+rather than in the middle of a grid.
 Each problem is a :class:`convdrop.errors.UserError` of one line.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +26,10 @@ from convdrop import models
 from convdrop._devices import resolve_device
 from convdrop.errors import RunFolderError, SpecError, did_you_mean
 from convdrop.lab.data import Datasets
+from convdrop.lab.runs.model_size import check_fits
+from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.spec.methods import build_recipe, resolve
 from convdrop.lab.train.run_data import load_run_data
-from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.train.store import RunPaths
 
 __all__ = ["check_models", "check_runs", "preflight", "settings_diff"]
@@ -33,8 +37,8 @@ __all__ = ["check_models", "check_runs", "preflight", "settings_diff"]
 
 def preflight(spec: ExperimentSpec, out: Path, seeds: Iterable[int]) -> None:
     """Raise the first problem of running ``spec``'s methods with ``seeds`` into ``out``."""
-    resolve_device(spec.device)
-    check_models(spec, _data(spec))
+    device = resolve_device(spec.device)
+    check_models(spec, _data(spec), device)
     check_runs(spec, out, seeds)
 
 
@@ -49,18 +53,39 @@ def _model_name(spec: ExperimentSpec, method: str) -> str:
     return resolve(spec, method).model or spec.model
 
 
-def check_models(spec: ExperimentSpec, data: Datasets) -> None:
-    """Build every method's model and placement on the meta device (no memory, no time)."""
-    for method in spec.methods:
+def _alike(spec: ExperimentSpec, methods: Iterable[str]) -> list[str]:
+    """One method of each group that builds the same model but for its nonzero drop rate
+    (a sweep's points along p): a rate in (0, 1] sets the regularizers' rates, never what
+    is built, so a 1,000-point sweep builds a model per line, not per point."""
+    seen: set = set()
+    chosen = []
+    for method in methods:
+        resolved = resolve(spec, method)
+        shape = (replace(resolved, p=float(resolved.p > 0)), spec.options_for(method).base)
+        if shape not in seen:
+            seen.add(shape)
+            chosen.append(method)
+    return chosen
+
+
+def check_models(spec: ExperimentSpec, data: Datasets, device: torch.device | None = None
+                 ) -> None:
+    """Build every method's model and placement on the meta device (no memory, no time);
+    refuse a model too large for ``device`` (the spec's by default) before it is allocated."""
+    device = device or resolve_device(spec.device)
+    for method in _alike(spec, spec.methods):
         name = _model_name(spec, method)
+        key = "model" if name == spec.model else f"methods.{method}.model"
         if ":" not in name and name not in models.names():
-            key = "model" if name == spec.model else f"methods.{method}.model"
             raise SpecError(f"{key}: unknown model {name!r}{did_you_mean(name, models.names())}"
                             f" (expected one of {', '.join(models.names())})")
         if name == spec.model:
             _check_model_options(name, spec.model_options)
         with torch.device("meta"):
             model = build_recipe(spec, method, data.num_classes, data.in_channels).model
+            options = spec.model_options if name == spec.model else {}
+            check_fits(model, name, options, spec.optimizer, device,
+                       "model_options" if options else key)
             _check_image_size(model.eval(), name, data)
 
 
