@@ -67,10 +67,13 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("results") / spec.name
     # every check before any output; runs to --restart are deleted, not checked
     preflight(spec, out, [] if args.restart else range(spec.seeds))
-    print(f"convdrop compare {spec.name}: {len(spec.methods)} methods x {spec.seeds} seeds on "
-          f"{spec.data} / {spec.model}, {spec.epochs} epochs -> {out}", flush=True)
+
+    def header() -> None:  # once --out's lock is held and its runs checked
+        print(f"convdrop compare {spec.name}: {len(spec.methods)} methods x {spec.seeds} seeds "
+              f"on {spec.data} / {spec.model}, {spec.epochs} epochs -> {out}", flush=True)
+
     report_path, summaries = runner.compare(spec, out, show_progress=not args.quiet,
-                                            restart=args.restart)
+                                            restart=args.restart, announce=header)
     print(report.render_table(summaries, fmt="text", width=_width()))
     print(f"report: {report_path}")
     failed = failure_summary(summaries, report_path)

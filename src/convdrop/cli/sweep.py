@@ -77,11 +77,14 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("results") / f"sweep-{spec.name}"
     preflight(spec, out, range(spec.seeds))  # device, data, models, runs already in --out
     console = Console(width=None if sys.stdout.isatty() else 120)
-    console.print(f"[bold]convdrop sweep[/bold] {spec.name}: {sweep.settings.method}, "
-                  f"{len(spec.methods)} settings x {spec.seeds} seeds = "
-                  f"{len(spec.methods) * spec.seeds} runs on {spec.data} / "
-                  f"{spec.model}, {spec.epochs} epochs -> {out}")
-    report_path, stats = run_sweep(sweep, out, show_progress=not args.quiet)
+
+    def header() -> None:  # once --out's lock is held and its runs checked
+        console.print(f"[bold]convdrop sweep[/bold] {spec.name}: {sweep.settings.method}, "
+                      f"{len(spec.methods)} settings x {spec.seeds} seeds = "
+                      f"{len(spec.methods) * spec.seeds} runs on {spec.data} / "
+                      f"{spec.model}, {spec.epochs} epochs -> {out}")
+
+    report_path, stats = run_sweep(sweep, out, show_progress=not args.quiet, announce=header)
     console.print(verdict(sweep, stats), markup=False)
     console.print(f"report: {report_path}")
     return 0

@@ -56,14 +56,19 @@ def test_a_second_holder_is_refused_with_the_holders_pid_and_host(held):
         pass
 
 
-def test_a_second_compare_on_the_same_out_refuses_and_writes_nothing(held, capsys):
+@pytest.mark.parametrize("command", [["compare", "--methods", "control"],
+                                     ["sweep", "--method", "dropout", "--p", "0.1"]])
+def test_a_second_runner_on_the_same_out_refuses_prints_and_writes_nothing(held, capsys,
+                                                                            command):
+    """Refused in one line, without the header a running comparison prints first."""
     folder, pid = held
     before = sorted(p.name for p in folder.iterdir())
-    code = main(["compare", "--data", "synthetic", "--train-size", "30", "--epochs", "1",
-                 "--seeds", "1", "--methods", "control", "--out", str(folder), "--quiet"])
-    err = capsys.readouterr().err
+    code = main([*command, "--data", "synthetic", "--train-size", "30", "--epochs", "1",
+                 "--seeds", "1", "--model-option", "width=4", "--out", str(folder),
+                 "--quiet"])
+    out, err = capsys.readouterr()
     assert code == 2 and f"pid {pid}" in err and "--out" in err
-    assert len(err.strip().splitlines()) == 1
+    assert len(err.strip().splitlines()) == 1 and out == ""
     assert sorted(p.name for p in folder.iterdir()) == before  # no config.json, no runs/
 
 

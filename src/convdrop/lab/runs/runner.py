@@ -139,11 +139,14 @@ def restart_runs(spec: ExperimentSpec, restart: Sequence[str]) -> set[tuple[str,
 
 
 def compare(spec: ExperimentSpec, out: Path, *, show_progress: bool = True,
-            restart: Sequence[str] = ()) -> tuple[Path, list]:
+            restart: Sequence[str] = (), announce: Callable[[], None] | None = None
+            ) -> tuple[Path, list]:
     """Run the grid and write every output; returns the report's path and the summaries.
 
     Every run already in ``out`` is checked before anything is written; ``restart``
     names runs (``METHOD/seedS`` or ``METHOD``) to delete and train again instead.
+    ``announce()`` (the command's header line) runs once ``out``'s lock is held and those
+    checks passed, so a refused run prints nothing but its error.
     A write that fails (disk full, read-only) is an :class:`OutputError` naming ``--out``.
     """
     fresh = restart_runs(spec, restart)
@@ -153,6 +156,8 @@ def compare(spec: ExperimentSpec, out: Path, *, show_progress: bool = True,
             for method, seed in grid(spec):
                 if (method, seed) not in fresh:
                     check_run(spec, method, seed, out)
+            if announce is not None:
+                announce()
             for method, seed in sorted(fresh):
                 discard_run(out, method, seed)
             _io.write_json(out / "config.json", spec.model_dump())

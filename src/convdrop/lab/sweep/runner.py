@@ -14,6 +14,7 @@ more than one line) and ``report.md``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from convdrop import _io
@@ -37,18 +38,21 @@ TOML_HEADER = ("The expanded spec of a convdrop sweep: one method per setting. T
                "  convdrop train --spec OUT/sweep_spec.toml --method NAME --seed K --out OUT")
 
 
-def run_sweep(sweep: Sweep, out: Path, *, show_progress: bool = True
-              ) -> tuple[Path, SweepStats]:
+def run_sweep(sweep: Sweep, out: Path, *, show_progress: bool = True,
+              announce: Callable[[], None] | None = None) -> tuple[Path, SweepStats]:
     """Run (or resume) every point over its seeds and write every output.
 
     As ``compare``: ``out``'s lock is held, every run already there is read back and
-    checked before anything is written, and a failed write names ``--out``.
+    checked before anything is written (then ``announce()``, the header), and a failed
+    write names ``--out``.
     """
     out = prepare_out(out)
     try:
         with sigterm_as_interrupt(), lock.hold(out):
             for method, seed in runner.grid(sweep.spec):
                 check_run(sweep.spec, method, seed, out)
+            if announce is not None:
+                announce()
             _io.write_json(out / "config.json", sweep.spec.model_dump())
             _io.write_json(out / "sweep.json", sweep.to_json())
             _io.write_text(out / SPEC_FILE, spec_to_toml(sweep.spec, header=TOML_HEADER))
