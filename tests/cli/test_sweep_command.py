@@ -64,6 +64,7 @@ def test_presets_lists_the_sweeps(capsys):
     assert "dropblock-dose" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # ~30 s on a loaded 2-core machine; compare's same recipe is in make test
 def test_a_streamed_folder_sweeps_over_two_run_workers(tmp_path, monkeypatch, capsys):
     """compare's README folder recipe, as a sweep: two run workers on a streamed folder."""
     monkeypatch.chdir(tmp_path)

@@ -101,15 +101,23 @@ def _serve(job: Callable[..., Any], jobs: Any, events: Any, parent: int, threads
 
 
 def _stop(processes: Sequence[Any]) -> None:
-    """Terminate, then kill, every process still running, and reap them all."""
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-    for process in processes:
-        process.join(5)
-        if process.is_alive():
-            process.kill()
-            process.join()
+    """Terminate, then kill, every process still running, and reap them all.
+
+    A second interrupt (Ctrl-C, SIGTERM) while it runs does not cut it short: workers
+    are not daemons, so one left running would keep the runner from exiting."""
+    while True:
+        try:
+            for process in processes:
+                if process.is_alive():
+                    process.terminate()
+            for process in processes:
+                process.join(5)
+                if process.is_alive():
+                    process.kill()
+                    process.join()
+            return
+        except KeyboardInterrupt:
+            continue  # the interrupt already on its way out is raised once they are gone
 
 
 def _raise_error(message: tuple, describe: Callable[[int], str]) -> None:
@@ -139,8 +147,9 @@ def run_jobs(job: Callable[..., Any], jobs: Sequence[tuple], *, processes: int, 
                for i in range(processes)]
     results: dict[int, Any] = {}
     try:
-        for worker in workers:
-            worker.start()
+        with _sigint_ignored():  # inherited: a worker importing torch ignores Ctrl-C too
+            for worker in workers:
+                worker.start()
         while len(results) < len(jobs):
             try:
                 message = events.get(timeout=0.5)
@@ -176,6 +185,20 @@ def _problem(workers: Sequence[Any], done: int, total: int) -> WorkerDied | None
     return WorkerDied(f"a worker process {how} before its run finished ({done} of {total} "
                       "runs done); finished runs are kept: run the same command again to "
                       "resume the others")
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored within the block (main thread only), so processes started in it
+    begin with it ignored, before Python would print a traceback for it in them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextmanager
