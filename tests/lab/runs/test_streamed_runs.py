@@ -118,18 +118,35 @@ def test_two_gloo_ranks_read_disjoint_halves_and_score_every_image_once(folder, 
 # --- small pieces ---------------------------------------------------------------------
 
 
-def test_loader_workers_default_by_data_and_parallel_runs(monkeypatch):
+@pytest.mark.parametrize("cores, threads, workers, device, expected", [
+    (2, 2, 1, "cpu", 0),  # the audit's 2-core machine: 90.8 s an epoch with 2, 70.6 with 0
+    (2, 2, 2, "cpu", 0),
+    (2, 2, 1, "cuda", 1),  # a GPU run keeps one core for itself
+    (16, 8, 1, "cpu", 8),
+    (16, 16, 1, "cpu", 0),
+    (16, 2, 4, "cpu", 0),  # each of 4 runs computes with 4 threads of its 4 cores
+    (16, 2, 4, "cuda", 3),
+    (64, 1, 1, "cuda", 8),  # at most 8
+])
+def test_loader_workers_default_to_the_cores_a_run_leaves(monkeypatch, cores, threads, workers,
+                                                          device, expected):
     import torch
 
     from convdrop.lab.train import run_data
 
-    monkeypatch.setattr(run_data.os, "cpu_count", lambda: 16)
-    spec = build_spec(overrides={"methods": ["control"]})
+    monkeypatch.setattr(run_data.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(run_data.torch, "get_num_threads", lambda: threads)
+    spec = build_spec(overrides={"methods": ["control"], "workers": workers})
+    assert run_data.loader_workers(spec, True, torch.device(device)) == expected
     assert run_data.loader_workers(spec, streaming=False) == 0
-    assert run_data.loader_workers(spec, streaming=True) == 8
-    four = spec.model_copy(update={"workers": 4})
-    assert run_data.loader_workers(four, streaming=True) == 4
     assert run_data.loader_workers(spec.model_copy(update={"loader_workers": 3}), False) == 3
+
+
+def test_on_cuda_defaults_on_for_cuda_only():
+    import torch
+
+    from convdrop.lab.train import run_data
+
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     assert [run_data.on_cuda(None, cuda), run_data.on_cuda(None, cpu)] == [True, False]
     assert [run_data.on_cuda(False, cuda), run_data.on_cuda(True, cpu)] == [False, True]

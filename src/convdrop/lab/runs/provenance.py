@@ -60,7 +60,8 @@ def _data_text(spec: ExperimentSpec) -> str:
     streamed = _streams(spec.data, spec.data_mode)
     size = spec.image_size or (DEFAULT_FOLDER_SIZE if spec.data.startswith("folder")
                                else DEFAULT_IMAGE_SIZE)
-    where = (f"streamed from disk, {loader_workers(spec, True)} loader worker(s) per run"
+    workers = loader_workers(spec, True, resolve_device(spec.device))
+    where = (f"streamed from disk, {workers} loader worker(s) per run"
              if streamed else "held in memory")
     return f"{spec.data}, {where}, {size}x{size}, augment {spec.augment}, normalization " \
            f"{spec.normalization}"

@@ -11,7 +11,6 @@ every run already there, so a refused rerun changes nothing. At the end it write
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from convdrop.lab.runs import lock
 from convdrop.lab.runs.run import check_run, discard_run, execute
 from convdrop.lab.runs.workers import run_jobs, sigterm_as_interrupt
 from convdrop.lab.spec.experiment import ExperimentSpec
+from convdrop.lab.train.run_data import run_threads
 from convdrop.lab.train.store import RunPaths, prepare_out, read_metrics
 
 
@@ -88,7 +88,7 @@ def _run_here(spec: ExperimentSpec, method: str, seed: int, out: Path, bar: Any,
 
 def _run_pool(spec: ExperimentSpec, runs: list[tuple[str, int]], out: Path, bar: Any,
               task: Any) -> list[dict]:
-    threads = max(1, (os.cpu_count() or 1) // spec.workers)
+    threads = run_threads(spec)
     jobs = [(spec.model_dump_json(), method, seed, str(out), _device_for(spec, i))
             for i, (method, seed) in enumerate(runs)]
     return run_jobs(_execute_reporting, jobs, processes=spec.workers, threads=threads,

@@ -119,7 +119,9 @@ class ExperimentSpec(BaseModel):
         "ImageNet's, or not at all")
     loader_workers: int | None = Field(
         None, ge=0, description="DataLoader worker processes per run; none = 0 in memory, "
-        "min(8, CPUs / workers) for streamed data", json_schema_extra={"flag": "workers-per-run"})
+        "and for streamed data the cores of the run's share (CPUs / workers) left after its "
+        "own compute threads (one on a GPU), at most 8",
+        json_schema_extra={"flag": "workers-per-run"})
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
     channels_last: bool | None = Field(None, description="channels-last memory format; "
                                        "none = on for CUDA")
