@@ -8,6 +8,7 @@ import json
 import pytest
 
 from convdrop.cli import main
+from convdrop.lab.sweep.expand import build_sweep
 
 from conftest import write_image_folder
 
@@ -90,3 +91,19 @@ def test_a_model_too_large_for_the_machine_is_one_line_naming_it(tmp_path, capsy
     (line,) = _lines(captured.err)
     assert line.startswith("convdrop sweep: error: model_options: model 'simple_cnn' with "
                            "width=100000 has 1,980,157,") and "GiB of memory this" in line
+
+
+def test_help_shows_the_defaults_a_sweep_runs_on_the_bundled_data(capsys):
+    """`sweep --help` showed compare's spec defaults (1 worker, 15 epochs, batch 64, all
+    images) beside a default sweep that runs 2 workers, 10 epochs, batch 32, 300 images."""
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    text = capsys.readouterr().out
+    runs = build_sweep(probe=lambda spec, method: 0.0).spec  # the default sweep, on digits
+    assert runs.data == "digits"
+    for field in ("workers", "epochs", "train_size", "batch_size", "lr"):
+        flag = f"\n  --{field.replace('_', '-')} "  # its entry, not the usage line
+        entry = " ".join(text[text.index(flag) + 1:].split("\n  -")[0].split())
+        assert f"; {getattr(runs, field)} on digits and synthetic)" in entry, entry
+    entry = " ".join(text[text.index("\n  --model-option") + 1:].split("\n  -")[0].split())
+    assert f"width={runs.model_options['width']} for simple_cnn on digits" in entry

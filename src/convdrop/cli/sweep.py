@@ -45,7 +45,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                         f"the --spec file's sweep.preset, else {DEFAULT_PRESET} when no "
                         "[sweep] is given)")
     flags.add_field_flags(parser, SweepSettings, SWEEP_FIELDS)
-    flags.add_field_flags(parser, ExperimentSpec, EXPERIMENT_FIELDS)
+    flags.add_field_flags(parser, ExperimentSpec, EXPERIMENT_FIELDS,
+                          notes=flags.small_data_notes())
     parser.add_argument("--out", help="output folder (default results/sweep-<preset>)")
     parser.add_argument("--max-runs", type=flags.flag_type(Annotated[int, Field(ge=1)]),
                         default=DEFAULT_MAX_RUNS, metavar="N",
