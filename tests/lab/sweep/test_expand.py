@@ -115,6 +115,20 @@ def test_bad_sweeps_are_one_line_errors_naming_key_and_value(fields, message):
     assert "sweep.sweep" not in str(caught.value)
 
 
+@pytest.mark.parametrize("line, message", [
+    ('block_size = ["3"]', r"^sweep.block_size.0: input should be a valid integer \(got '3'\)$"),
+    ('control = "yes"', r"^sweep.control: input should be a valid boolean \(got 'yes'\)$"),
+    ('p = ["0.1"]', r"^sweep.p.0: input should be a valid number"),
+    ('min_seeds = 2.0', r"^sweep.min_seeds: input should be a valid integer \(got 2.0\)$"),
+])
+def test_a_sweep_file_value_of_the_wrong_type_is_named_not_converted(tmp_path, line, message):
+    path = tmp_path / "s.toml"
+    path.write_text(f'[sweep]\np = [0.1]\n{line}\n' if not line.startswith("p =")
+                    else f"[sweep]\n{line}\n")
+    with pytest.raises(SpecError, match=message):
+        build_sweep(spec_file=path, overrides=TINY, probe=fake_probe)
+
+
 def test_spec_file_layers_and_its_errors(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text('[experiment]\nseeds = 4\ndata = "synthetic"\n'

@@ -14,6 +14,7 @@ Each problem is a :class:`convdrop.errors.UserError` of one line.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +27,7 @@ from convdrop import models
 from convdrop._devices import resolve_device
 from convdrop.errors import RunFolderError, SpecError, did_you_mean
 from convdrop.lab.data import Datasets
+from convdrop.lab.runs.blocks import oversized_blocks, oversized_warning
 from convdrop.lab.runs.model_size import check_fits
 from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.spec.methods import build_recipe, resolve
@@ -38,8 +40,10 @@ __all__ = ["check_models", "check_runs", "preflight", "settings_diff"]
 def preflight(spec: ExperimentSpec, out: Path, seeds: Iterable[int]) -> None:
     """Raise the first problem of running ``spec``'s methods with ``seeds`` into ``out``."""
     device = resolve_device(spec.device)
-    check_models(spec, _data(spec), device)
+    notes = check_models(spec, _data(spec), device)
     check_runs(spec, out, seeds)
+    for note in notes:  # after every check passed: bad input stays one line
+        warnings.warn(note, UserWarning, stacklevel=2)
 
 
 def _data(spec: ExperimentSpec) -> Datasets:
@@ -69,10 +73,14 @@ def _alike(spec: ExperimentSpec, methods: Iterable[str]) -> list[str]:
 
 
 def check_models(spec: ExperimentSpec, data: Datasets, device: torch.device | None = None
-                 ) -> None:
+                 ) -> list[str]:
     """Build every method's model and placement on the meta device (no memory, no time);
-    refuse a model too large for ``device`` (the spec's by default) before it is allocated."""
+    refuse a model too large for ``device`` (the spec's by default) before it is allocated.
+
+    Returns the warnings to give once all is checked: at most one line, on DropBlock
+    blocks larger than every map they meet (:mod:`convdrop.lab.runs.blocks`)."""
     device = device or resolve_device(spec.device)
+    oversized: dict[int, tuple[int, list[str]]] = {}
     for method in _alike(spec, spec.methods):
         name = _model_name(spec, method)
         key = "model" if name == spec.model else f"methods.{method}.model"
@@ -87,6 +95,13 @@ def check_models(spec: ExperimentSpec, data: Datasets, device: torch.device | No
             check_fits(model, name, options, spec.optimizer, device,
                        "model_options" if options else key)
             _check_image_size(model.eval(), name, data)
+            size = data.image_size
+            example = torch.empty(1, data.in_channels, size, size)
+            for block, side in oversized_blocks(model, example).items():
+                largest, methods = oversized.get(block, (0, []))
+                oversized[block] = (max(largest, side), [*methods, method])
+    note = oversized_warning(oversized)
+    return [note] if note else []
 
 
 def _check_image_size(model: torch.nn.Module, name: str, data: Datasets) -> None:

@@ -62,10 +62,16 @@ def _safe_name(value: str) -> str:
 SafeName = Annotated[str, AfterValidator(_safe_name)]
 
 
+# Strict: a TOML file gives typed values, so "3", ["3"] or "yes" where a number or a switch
+# belongs is a mistake to name, not a string to convert (an int still fits a float).
+# Flags are strings: they are converted by their own types first (convdrop.cli.flags).
+STRICT = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
 class MethodOptions(BaseModel):
     """Per-method overrides (``[methods.NAME]``); None keeps the method's default."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     base: str | None = None  # a built-in method this variant starts from
     p: float | None = Field(None, ge=0.0, le=1.0)  # drop probability (target rate)
@@ -80,7 +86,7 @@ class MethodOptions(BaseModel):
 class ExperimentSpec(BaseModel):
     """Everything that defines a comparison; see ``convdrop presets`` for ready ones."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     name: SafeName = Field("regularizers", description="the preset it started from; names the "
                       "default output folder")

@@ -26,7 +26,7 @@ AXES = ("block_size", "placement", "schedule")  # the axes beside p (or budget)
 class SweepSettings(BaseModel):
     """The ``[sweep]`` table: one method, and the values of each axis to try."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # as ExperimentSpec
 
     method: str = Field("dropblock_scheduled", description="the method whose drop rate is "
                         "swept (a built-in with a regularizer)")
