@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import socket
@@ -110,3 +112,45 @@ def test_a_killed_holder_leaves_a_lock_that_the_next_runner_takes(held, recwarn)
     with lock.hold(folder):
         pass
     assert any("took over the stale lock" in str(w.message) for w in recwarn)
+
+
+def _full(where: Path) -> None:
+    """A 1 MB tmpfs at ``where``, filled to the last byte."""
+    where.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'not permitted'})")
+    with open(where / "filler", "wb", buffering=0) as handle:
+        with contextlib.suppress(OSError):
+            while True:
+                handle.write(b"\0" * 4096)
+
+
+@pytest.mark.parametrize("disk", ["simulated", "a real full tmpfs"])
+def test_a_disk_full_when_the_lock_is_written_is_one_line_and_leaves_no_lock(
+        tmp_path, capsys, monkeypatch, disk):
+    """The lock file is created (an inode), then its record cannot be written."""
+    if disk == "simulated":
+        def no_space(fd, data, offset):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(lock.os, "pwrite", no_space)
+        out = tmp_path / "out"
+    else:
+        out = tmp_path / "disk" / "out"
+    try:
+        if disk != "simulated":
+            _full(tmp_path / "disk")
+        code = main(["compare", "--data", "synthetic", "--train-size", "30", "--epochs", "1",
+                     "--seeds", "1", "--methods", "control", "--model-option", "width=4",
+                     "--out", str(out), "--quiet"])
+        printed, err = capsys.readouterr()
+        assert code == 2 and printed == "" and "Traceback" not in err
+        assert err.strip() == (f"convdrop compare: error: --out {out}: cannot write "
+                               f"{out / lock.LOCK_NAME}: No space left on device (disk full: "
+                               "free some space and run the same command again)")
+        assert list(out.iterdir()) == []  # no empty .convdrop.lock
+    finally:
+        if disk != "simulated" and os.path.ismount(tmp_path / "disk"):
+            subprocess.run(["umount", str(tmp_path / "disk")], check=False)

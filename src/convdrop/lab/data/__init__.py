@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
+from convdrop import _io
 from convdrop.errors import DataError, did_you_mean
 from convdrop.lab.data.builtin import SYNTHETIC_CLASSES, make_synthetic, read_digits
 from convdrop.lab.data.cifar import read_cifar
@@ -92,7 +93,12 @@ def parse_spec(spec: str) -> tuple[str, Path | None]:
     if kind in PATH_KINDS:
         if not raw_path.strip():
             raise DataError(f"dataset spec {spec!r} needs a path: '{kind}:PATH'")
-        return kind, Path(raw_path.strip()).expanduser()
+        path = Path(raw_path.strip()).expanduser()
+        problem = _io.unusable(path)
+        if problem:
+            raise DataError(f"dataset spec {spec!r}: its path cannot be used ({problem}); "
+                            "expected a path this system can open")
+        return kind, path
     if sep:
         raise DataError(f"dataset spec {spec!r}: '{kind}' takes no path")
     return kind, None

@@ -106,6 +106,10 @@ def _take(folder: Path, hint: str) -> int:
         record = {**mine, "since": time.strftime("%Y-%m-%d %H:%M:%S")}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode(), 0)
+    except OSError as err:  # a full disk: no lock file left behind, empty or stale
+        path.unlink(missing_ok=True)
+        os.close(fd)
+        raise _io.write_failure(path, err) from err
     except BaseException:
         os.close(fd)
         raise

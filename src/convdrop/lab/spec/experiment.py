@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from convdrop import models
+from convdrop import _io, models
 from convdrop.errors import MissingFileError, SpecError, did_you_mean
 from convdrop.lab.spec import presets
 from convdrop.lab.spec.base_methods import BASE_METHODS
@@ -213,6 +213,9 @@ def load_toml(path: Path, tables: tuple[str, ...], expected: str) -> dict[str, A
     """A spec file's tables; every problem (missing, not TOML, not UTF-8, nested too
     deeply, a table not in ``tables``) is a one-line error naming the file."""
     path = Path(path)
+    problem = _io.unusable(path)
+    if problem:
+        raise SpecError(f"spec file {str(path)!r} cannot be used ({problem})")
     if not path.is_file():
         raise MissingFileError(f"spec file {str(path)!r} does not exist")
     try:
