@@ -35,6 +35,22 @@ def write_failure(path: Path, err: OSError) -> OutputError:
     return OutputError(f"cannot write {path}: {reason}")
 
 
+def unusable(path: Path | str) -> str | None:
+    """Why the system cannot use ``path`` at all, or None: a name too long for it (a part
+    over 255 bytes, or the whole over 4,096, on Linux), a loop of symbolic links, a NUL
+    byte. Checked where a path first arrives, so it is one line naming the setting, not a
+    traceback from deep inside; a path that does not exist (yet) is usable."""
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno in (errno.ENAMETOOLONG, errno.ELOOP):
+            return f"{err.strerror or err}: {len(str(path)):,} characters" \
+                if err.errno == errno.ENAMETOOLONG else "a loop of symbolic links"
+    except ValueError:
+        return "it holds a NUL byte"
+    return None
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
     """Call ``write(handle)`` on a temp file next to ``path``, then move it into place."""
     path = Path(path)

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from convdrop import cli
@@ -18,6 +26,8 @@ from convdrop.errors import (
 from convdrop.lab.runs import runner
 from convdrop.ops import native as _native
 from convdrop.ops import validate as v
+
+from conftest import session_processes, wait_until_gone
 
 FAST = ["--data", "synthetic", "--epochs", "1", "--seeds", "1", "--methods", "control",
         "--workers", "1", "--quiet"]
@@ -111,3 +121,34 @@ def test_a_huge_value_gives_a_short_line(tmp_path, capsys, flag, prefix):
     assert main(["compare", *FAST, flag, value, "--out", str(tmp_path / "out")]) == 2
     (line,) = _lines(capsys.readouterr().err)
     assert len(line) < 1000 and "characters)" in line and line.startswith("convdrop compare: ")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_quick_ctrl_c_presses_exit_130_and_leave_no_process(tmp_path):
+    """Ctrl-C to the whole process group of ``compare --workers 2`` while its workers
+    train, then again every 100 ms until it has exited: the first interrupts, the others
+    are ignored while the workers stop and the process exits, and the status is 130 with
+    one line (it was -2: a later KeyboardInterrupt escaping after the first was handled)."""
+    out = tmp_path / "out"
+    flags = ["--data", "synthetic", "--train-size", "64", "--epochs", "200", "--seeds", "1",
+             "--methods", "control,dropout", "--model-option", "width=4", "--workers", "2",
+             "--quiet", "--out", str(out)]
+    runner_process = subprocess.Popen(
+        [sys.executable, "-m", "convdrop", "compare", *flags], start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("runs/*/seed0/metrics.csv")):  # a worker finished an epoch
+            assert runner_process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        while runner_process.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(runner_process.pid, signal.SIGINT)
+            time.sleep(0.1)
+        _, err = runner_process.communicate(timeout=60)
+        assert runner_process.returncode == 130, err
+        assert _lines(err) == ["convdrop compare: interrupted"]
+        assert wait_until_gone(runner_process.pid) == []
+    finally:
+        for pid in session_processes(runner_process.pid):
+            os.kill(pid, signal.SIGKILL)

@@ -67,6 +67,8 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
      "method 'batchnorm' switches batch norm on"),
     (["--methods", "control", "--device", "cuda:7"], "device 'cuda:7'"),
     (["--methods", "control", "--device", "tpu"], "device must be 'auto' or one of"),
+    (["--methods", "control", "--model-option", "width=100000"],
+     "model_options: model 'simple_cnn' with width=100000 has 1,980,157,"),
     (["--optimizer", "adam"], "argument --optimizer: invalid choice 'adam' "
                               "(choose from 'sgd', 'adamw'); did you mean 'adamw'?"),
     (["--workrs", "2"], "unrecognized arguments: --workrs 2; did you mean '--workers'?"),

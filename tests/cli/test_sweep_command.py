@@ -10,8 +10,9 @@ import socket
 import pytest
 
 from convdrop.cli import main
+from convdrop.lab.sweep.expand import build_sweep
 
-from conftest import assert_png, files
+from conftest import assert_png, files, write_image_folder
 
 FAST = ["--data", "synthetic", "--train-size", "24", "--epochs", "1", "--seeds", "1",
         "--batch-size", "12", "--image-size", "16", "--model-option", "width=4",
@@ -51,6 +52,13 @@ def test_cli_sweep_runs_and_prints_the_verdict(tmp_path, capsys):
     (["--p", "0.1", "--epochs", "0"], "argument --epochs: invalid value '0'"),
     (["--p", "0.1", "--no-control", "--require-overfit"],
      "sweep.require_overfit: the regime is read off the method named 'control'"),
+    (["--p", ",".join(f"{k / 1000:g}" for k in range(1, 1001))],
+     "sweep: 1,001 settings x 1 seeds = 1,001 runs, more than the 1,000 allowed; shorten "
+     "sweep.p, or allow them with --max-runs 1001"),
+    (["--p", "0.1,0.2", "--seeds", "2", "--max-runs", "5"], "= 6 runs, more than the 5"),
+    (["--p", "0.1", "--max-runs", "0"], "argument --max-runs: invalid value '0'"),
+    (["--p", "0.1", "--model-option", "width=100000"],
+     "model_options: model 'simple_cnn' with width=100000 has 1,980,157,"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(argv, message, tmp_path, capsys,
                                                   monkeypatch):
@@ -142,3 +150,47 @@ def test_bad_search_input_is_one_line_and_writes_nothing(argv, message, tmp_path
     port = str(_free_port())
     argv, message = [a.replace("{port}", port) for a in argv], message.replace("{port}", port)
     test_bad_input_is_one_line_and_writes_nothing(argv, message, tmp_path, capsys, monkeypatch)
+
+
+@pytest.mark.slow  # ~30 s on a loaded 2-core machine; compare's same recipe is in make test
+def test_a_streamed_folder_sweeps_over_two_run_workers(tmp_path, monkeypatch, capsys):
+    """compare's README folder recipe, as a sweep: two run workers on a streamed folder."""
+    monkeypatch.chdir(tmp_path)
+    write_image_folder(tmp_path / "DATA", {"a": 6, "b": 6}, size=(16, 16))
+    code = main(["sweep", "--data", "folder:DATA", "--method", "dropout", "--p", "0.1",
+                 "--seeds", "1", "--epochs", "1", "--image-size", "16", "--workers", "2"])
+    assert code == 0, capsys.readouterr().err
+    runs = json.loads((tmp_path / "results" / "sweep-sweep" / "results.json").read_text())
+    assert [(r["method"], r["status"]) for r in runs] == [("control", "ok"),
+                                                          ("dropout-p0.1", "ok")]
+
+
+def test_a_model_too_large_for_the_machine_is_one_line_naming_it(tmp_path, capsys):
+    """The audit's spec file: the preflight counts the parameters on the meta device and
+    refuses before anything is allocated, printed or written."""
+    spec = tmp_path / "big.toml"
+    spec.write_text('[experiment]\ndata = "synthetic"\nmodel_options = { width = 100000 }\n'
+                    '[sweep]\nmethod = "dropout"\np = [0.1]\n', encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["sweep", "--spec", str(spec), "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and not out.exists() and "Traceback" not in captured.err
+    (line,) = _lines(captured.err)
+    assert line.startswith("convdrop sweep: error: model_options: model 'simple_cnn' with "
+                           "width=100000 has 1,980,157,") and "GiB of memory this" in line
+
+
+def test_help_shows_the_defaults_a_sweep_runs_on_the_bundled_data(capsys):
+    """`sweep --help` showed compare's spec defaults (1 worker, 15 epochs, batch 64, all
+    images) beside a default sweep that runs 2 workers, 10 epochs, batch 32, 300 images."""
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    text = capsys.readouterr().out
+    runs = build_sweep(probe=lambda spec, method: 0.0).spec  # the default sweep, on digits
+    assert runs.data == "digits"
+    for field in ("workers", "epochs", "train_size", "batch_size", "lr"):
+        flag = f"\n  --{field.replace('_', '-')} "  # its entry, not the usage line
+        entry = " ".join(text[text.index(flag) + 1:].split("\n  -")[0].split())
+        assert f"; {getattr(runs, field)} on digits and synthetic)" in entry, entry
+    entry = " ".join(text[text.index("\n  --model-option") + 1:].split("\n  -")[0].split())
+    assert f"width={runs.model_options['width']} for simple_cnn on digits" in entry

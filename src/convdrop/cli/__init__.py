@@ -11,6 +11,10 @@ Errors: a :class:`convdrop.errors.UserError` (bad input) prints as one line,
 other exception is a bug: its traceback shows, then a line asking to report it.
 ``CONVDROP_DEBUG=1`` shows the traceback behind a user error too. A warning is one
 line too, ``convdrop CMD: warning: ...``, without the source line Python adds.
+
+Ctrl-C exits with 130. Only the first press interrupts; later ones are ignored, so the
+cleanup the first starts (workers stopped, locks released) runs to its end, and a second
+press cannot escape as an uncaught ``KeyboardInterrupt`` (exit status -2).
 """
 
 from __future__ import annotations
@@ -18,10 +22,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from convdrop.cli.parser import OneLineParser
 from convdrop.errors import ArgumentError, UserError, one_line_warnings
@@ -87,12 +95,39 @@ def _command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.A
     return subparsers.choices[command]
 
 
+def _interrupt_once(signum: int, frame: Any) -> None:
+    """SIGINT's handler while a command runs: a ``KeyboardInterrupt`` the first time, and
+    from then on SIGINT is ignored (the process is on its way out)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _one_interrupt() -> Iterator[None]:
+    """Within the block, only the first Ctrl-C interrupts (main thread only). When none
+    came, the previous handler is back after it; after one, SIGINT stays ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, _interrupt_once)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGINT) is _interrupt_once:
+            signal.signal(signal.SIGINT, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``convdrop`` console script."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # named by the command's own parser, which suggests its closest flag
         _command_parser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
+    with _one_interrupt():
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
     prefix = f"convdrop {args.command}"
     try:
         return _run(args)

@@ -85,14 +85,19 @@ def run(args: argparse.Namespace) -> int:
     chosen(where, spec, workers_flag=args.workers)
     notes = preflight(spec, out, [] if args.restart else range(spec.seeds))
     with open_executor(where, spec) as executor:
-        if executor.name == "ray":  # the cluster first: what the runs will share
-            print(executor.describe(), flush=True)
-        print(f"convdrop compare {spec.name}: {len(spec.methods)} methods x {spec.seeds} seeds "
-              f"on {spec.data} / {spec.model}, {spec.epochs} epochs -> {out}", flush=True)
-        for note in notes:  # e.g. which --weights tensors stay fresh
-            print(note, flush=True)
+
+        def header() -> None:  # once --out's lock is held and its runs checked
+            if executor.name == "ray":  # the cluster first: what the runs will share
+                print(executor.describe(), flush=True)
+            print(f"convdrop compare {spec.name}: {len(spec.methods)} methods x {spec.seeds} "
+                  f"seeds on {spec.data} / {spec.model}, {spec.epochs} epochs -> {out}",
+                  flush=True)
+            for note in notes:  # e.g. which --weights tensors stay fresh
+                print(note, flush=True)
+
         report_path, summaries = runner.compare(spec, out, show_progress=not args.quiet,
-                                                restart=args.restart, executor=executor)
+                                                restart=args.restart, executor=executor,
+                                                announce=header)
     control = runner.regimes(out, summaries).get("control")
     if control is not None:  # is there anything to regularize? before the numbers
         print(textwrap.fill(f"Regime: {verdicts.verdict(control)}.", max(_width(), 40)) + "\n")

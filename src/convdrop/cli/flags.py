@@ -149,8 +149,9 @@ def given(args: argparse.Namespace, model: type[BaseModel], names: Sequence[str]
             is dict else value for name, value in values.items()}
 
 
-def _small_data_notes() -> dict[str, str]:
-    """Where the bundled data and Fashion-MNIST start from other defaults than the spec's."""
+def small_data_notes() -> dict[str, str]:
+    """Where the bundled data and Fashion-MNIST start from other defaults than the spec's:
+    the help of every command whose runs take them (compare, train, sweep) shows both."""
     where = " and ".join(presets.SMALL_DATA)
     notes = {name: f"{_shown(value)} on {where}"
              for name, value in presets.SMALL_DATA_DEFAULTS.items()}
@@ -176,7 +177,7 @@ def add_spec_flags(parser: argparse.ArgumentParser, names: Sequence[str] = SHARE
                         help="built-in experiment to start from: "
                         f"{', '.join(sorted(presets.PRESETS))} (see `convdrop presets`; "
                         "default: the --spec file's preset, else regularizers)")
-    add_field_flags(parser, ExperimentSpec, names, notes=_small_data_notes())
+    add_field_flags(parser, ExperimentSpec, names, notes=small_data_notes())
 
 
 def spec_from_args(args: argparse.Namespace, names: Sequence[str] = SHARED_FIELDS,

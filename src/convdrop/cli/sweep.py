@@ -15,6 +15,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
 
 from convdrop._extras import missing
 from convdrop.cli import flags
@@ -23,7 +26,7 @@ from convdrop.errors import ArgumentError
 from convdrop.lab.runs.executors import chosen, open_executor
 from convdrop.lab.runs.preflight import preflight
 from convdrop.lab.spec.experiment import ExperimentSpec
-from convdrop.lab.sweep.expand import Sweep, build_sweep
+from convdrop.lab.sweep.expand import DEFAULT_MAX_RUNS, Sweep, build_sweep
 from convdrop.lab.sweep.presets import DEFAULT_PRESET, SWEEP_PRESETS
 from convdrop.lab.sweep.search.settings import SearchSettings, shown_seeds, trial_seeds
 from convdrop.lab.sweep.settings import SweepSettings
@@ -56,7 +59,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                         f"the --spec file's sweep.preset, else {DEFAULT_PRESET} when no "
                         "[sweep] is given)")
     flags.add_field_flags(parser, SweepSettings, SWEEP_FIELDS)
-    flags.add_field_flags(parser, ExperimentSpec, EXPERIMENT_FIELDS)
+    flags.add_field_flags(parser, ExperimentSpec, EXPERIMENT_FIELDS,
+                          notes=flags.small_data_notes())
     flags.add_executor_flags(parser)
     parser.add_argument("--search", choices=("grid", "optuna"), default="grid",
                         help="grid: every point of the table; optuna: the table read as "
@@ -66,6 +70,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                           SearchSettings, SEARCH_FIELDS)
     parser.add_argument("--out", help="output folder (default results/sweep-<preset>; on "
                         "--executor ray, a folder every node sees at the same path)")
+    parser.add_argument("--max-runs", type=flags.flag_type(Annotated[int, Field(ge=1)]),
+                        default=DEFAULT_MAX_RUNS, metavar="N",
+                        help="refuse a sweep of more runs (settings x seeds) than this, "
+                        f"before expanding it (default: {DEFAULT_MAX_RUNS:,})")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -85,11 +93,12 @@ def run(args: argparse.Namespace) -> int:
     options = experiment.pop("model_options", None)
     sweep_flags = flags.given(args, SweepSettings, SWEEP_FIELDS)
     sweep = build_sweep(preset=args.preset, spec_file=args.spec, overrides=experiment,
-                        sweep_overrides=sweep_flags)
+                        sweep_overrides=sweep_flags, max_runs=args.max_runs)
     if options:  # --model-option pairs add to the options the layers beneath chose
         merged = {**sweep.spec.model_options, **options}
         sweep = build_sweep(preset=args.preset, spec_file=args.spec, sweep_overrides=sweep_flags,
-                            overrides={**experiment, "model_options": merged})
+                            overrides={**experiment, "model_options": merged},
+                            max_runs=args.max_runs)
     spec = sweep.spec
     out = Path(args.out) if args.out else Path("results") / f"sweep-{spec.name}"
     executor_name = chosen(where, spec, workers_flag=args.workers)
@@ -102,15 +111,19 @@ def run(args: argparse.Namespace) -> int:
     notes = preflight(spec, out, range(spec.seeds))  # device, data, models, runs in --out
     console = Console(width=None if sys.stdout.isatty() else 120)
     with open_executor(where, spec) as executor:
-        if executor.name == "ray":  # the cluster first: what the runs will share
-            console.print(executor.describe(), markup=False)
-        console.print(f"[bold]convdrop sweep[/bold] {spec.name}: {sweep.settings.method}, "
-                      f"{len(spec.methods)} settings x {spec.seeds} seeds on {spec.data} / "
-                      f"{spec.model}, {spec.epochs} epochs -> {out}")
-        for note in notes:  # e.g. which --weights tensors stay fresh
-            console.print(note, markup=False)
+
+        def header() -> None:  # once --out's lock is held and its runs checked
+            if executor.name == "ray":  # the cluster first: what the runs will share
+                console.print(executor.describe(), markup=False)
+            console.print(f"[bold]convdrop sweep[/bold] {spec.name}: {sweep.settings.method}, "
+                          f"{len(spec.methods)} settings x {spec.seeds} seeds = "
+                          f"{len(spec.methods) * spec.seeds} runs on {spec.data} / "
+                          f"{spec.model}, {spec.epochs} epochs -> {out}")
+            for note in notes:  # e.g. which --weights tensors stay fresh
+                console.print(note, markup=False)
+
         report_path, stats = run_sweep(sweep, out, show_progress=not args.quiet,
-                                       executor=executor)
+                                       executor=executor, announce=header)
     control = stats.regimes.get("control")
     if control is not None:  # is there anything to regularize? before the verdict
         console.print(f"Regime: {verdicts.verdict(control)}.\n", markup=False)

@@ -93,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args, spec, method)
     except OutputError as err:
+        if str(err).startswith("--out "):  # named already (prepare_out, a run's folder)
+            raise
         raise OutputError(f"--out {args.out}: {err}") from err
 
 

@@ -38,8 +38,13 @@ def check_block(block_size: int) -> int:
 
 
 def init_weights(model: nn.Module) -> None:
-    """He-normal convs (fan_out), unit BN, default Linear: the torchvision ResNet init."""
+    """He-normal convs (fan_out), unit BN, default Linear: the torchvision ResNet init.
+
+    A model built on the ``meta`` device (the checks before a run, a sweep's drop budgets)
+    has no values to set, so it is left as it is, which is most of such a build's time."""
     for m in model.modules():
+        if any(p.is_meta for p in m.parameters(recurse=False)):
+            continue
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if m.bias is not None:

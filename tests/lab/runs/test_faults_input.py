@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from convdrop.cli import main
+from convdrop.errors import clip_values
 
 from conftest import FLAGS, files
 
@@ -155,3 +156,64 @@ def test_a_read_only_out_is_one_line_naming_out(read_only, capsys, command):
 def test_a_missing_parent_is_created(tmp_path, capsys):
     out = tmp_path / "a" / "b" / "masks.png"
     assert main(["masks", "--out", str(out)]) == 0 and out.is_file()
+
+
+# --- paths the system cannot use at all ---------------------------------------------------
+
+# 4,517 characters in parts of 250: longer than Linux's PATH_MAX (4,096), every part legal
+TOO_LONG = "a" * 250 + ("/" + "b" * 250) * 17
+WRITERS = {
+    "compare": COMMANDS["compare"],
+    "train": COMMANDS["train"],
+    "sweep": ["sweep", "--data", "synthetic", "--train-size", "32", "--epochs", "1", "--seeds",
+              "1", "--method", "dropout", "--p", "0.1", "--model-option", "width=4",
+              "--workers", "1", "--quiet"],
+}
+
+
+def _unusable(capsys, argv: list[str]) -> str:
+    err = _refused(capsys, argv)
+    assert capsys.readouterr().out == "" and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("command", sorted(WRITERS))
+@pytest.mark.parametrize("problem", ["a symlink loop", "longer than 4,096 characters"])
+def test_an_out_the_system_cannot_use_is_one_line_naming_out(tmp_path, capsys, monkeypatch,
+                                                             command, problem):
+    monkeypatch.chdir(tmp_path)
+    if problem == "a symlink loop":
+        os.symlink("loop-b", "loop-a")
+        os.symlink("loop-a", "loop-b")
+        out, fragment = "loop-a", "(a loop of symbolic links)"
+    else:
+        out, fragment = TOO_LONG, "(File name too long: 4,517 characters)"
+    before = files(tmp_path)
+    err = _unusable(capsys, [*WRITERS[command], "--out", out])
+    expected = f"--out {out}: cannot use that path {fragment}; choose another --out"
+    assert err == f"convdrop {command}: error: {clip_values(expected)}"  # long values cut
+    assert files(tmp_path) == before
+
+
+def test_a_loop_below_out_is_one_line_naming_the_run_folder(tmp_path, capsys):
+    runs = tmp_path / "out" / "runs"
+    runs.mkdir(parents=True)
+    os.symlink("loop", runs / "control")
+    os.symlink("control", runs / "loop")
+    err = _unusable(capsys, [*WRITERS["compare"], "--out", str(tmp_path / "out")])
+    assert f"--out {tmp_path / 'out'}: {runs / 'control' / 'seed0'}: cannot use that path " \
+           "(a loop of symbolic links)" in err
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--data", f"folder:{TOO_LONG}"], f"dataset spec 'folder:{TOO_LONG}': its path cannot be "
+                                       "used (File name too long: 4,517 characters)"),
+    (["--data", f"cifar10:{'c' * 300}"], "its path cannot be used (File name too long"),
+    (["--spec", TOO_LONG], f"spec file '{TOO_LONG}' cannot be used (File name too long"),
+], ids=["folder", "cifar", "spec"])
+def test_a_data_or_spec_path_too_long_is_one_line_naming_it(tmp_path, capsys, monkeypatch,
+                                                            argv, fragment):
+    monkeypatch.chdir(tmp_path)
+    err = _unusable(capsys, ["compare", "--methods", "control", *argv])
+    assert fragment in err
+    assert files(tmp_path) == {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import socket
@@ -57,14 +59,19 @@ def test_a_second_holder_is_refused_with_the_holders_pid_and_host(held):
         pass
 
 
-def test_a_second_compare_on_the_same_out_refuses_and_writes_nothing(held, capsys):
+@pytest.mark.parametrize("command", [["compare", "--methods", "control"],
+                                     ["sweep", "--method", "dropout", "--p", "0.1"]])
+def test_a_second_runner_on_the_same_out_refuses_prints_and_writes_nothing(held, capsys,
+                                                                            command):
+    """Refused in one line, without the header a running comparison prints first."""
     folder, pid = held
     before = sorted(p.name for p in folder.iterdir())
-    code = main(["compare", "--data", "synthetic", "--train-size", "30", "--epochs", "1",
-                 "--seeds", "1", "--methods", "control", "--out", str(folder), "--quiet"])
-    err = capsys.readouterr().err
+    code = main([*command, "--data", "synthetic", "--train-size", "30", "--epochs", "1",
+                 "--seeds", "1", "--model-option", "width=4", "--out", str(folder),
+                 "--quiet"])
+    out, err = capsys.readouterr()
     assert code == 2 and f"pid {pid}" in err and "--out" in err
-    assert len(err.strip().splitlines()) == 1
+    assert len(err.strip().splitlines()) == 1 and out == ""
     assert sorted(p.name for p in folder.iterdir()) == before  # no config.json, no runs/
 
 
@@ -174,3 +181,45 @@ def test_the_stale_lock_warning_is_one_line_on_the_console(tmp_path, capsys):
                      "--workers", "1"]) == 0
     assert shown == [f"convdrop compare: warning: took over the stale lock {out / lock.LOCK_NAME}"
                      f" of pid {record['pid']}, which no longer runs\n"]
+
+
+def _full(where: Path) -> None:
+    """A 1 MB tmpfs at ``where``, filled to the last byte."""
+    where.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'not permitted'})")
+    with open(where / "filler", "wb", buffering=0) as handle:
+        with contextlib.suppress(OSError):
+            while True:
+                handle.write(b"\0" * 4096)
+
+
+@pytest.mark.parametrize("disk", ["simulated", "a real full tmpfs"])
+def test_a_disk_full_when_the_lock_is_written_is_one_line_and_leaves_no_lock(
+        tmp_path, capsys, monkeypatch, disk):
+    """The lock file is created (an inode), then its record cannot be written."""
+    if disk == "simulated":
+        def no_space(fd, data, offset):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(lock.os, "pwrite", no_space)
+        out = tmp_path / "out"
+    else:
+        out = tmp_path / "disk" / "out"
+    try:
+        if disk != "simulated":
+            _full(tmp_path / "disk")
+        code = main(["compare", "--data", "synthetic", "--train-size", "30", "--epochs", "1",
+                     "--seeds", "1", "--methods", "control", "--model-option", "width=4",
+                     "--out", str(out), "--quiet"])
+        printed, err = capsys.readouterr()
+        assert code == 2 and printed == "" and "Traceback" not in err
+        assert err.strip() == (f"convdrop compare: error: --out {out}: cannot write "
+                               f"{out / lock.LOCK_NAME}: No space left on device (disk full: "
+                               "free some space and run the same command again)")
+        assert list(out.iterdir()) == []  # no empty .convdrop.lock
+    finally:
+        if disk != "simulated" and os.path.ismount(tmp_path / "disk"):
+            subprocess.run(["umount", str(tmp_path / "disk")], check=False)

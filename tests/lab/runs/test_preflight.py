@@ -72,3 +72,28 @@ def test_a_streamed_folder_is_checked_without_writing(tmp_path) -> None:
     pf.preflight(spec(data=f"folder:{root}", image_size=16, model_options={"width": 8}), out,
                  [0])
     assert not out.exists()
+
+
+def test_methods_alike_but_for_their_rate_build_one_model(monkeypatch) -> None:
+    """A sweep's points along p build the same model: one is checked per line, so a
+    1,000-point sweep is not 1,000 model builds before its first line."""
+    built: list[str] = []
+    real = pf.build_recipe
+    monkeypatch.setattr(pf, "build_recipe",
+                        lambda s, method, *a: built.append(method) or real(s, method, *a))
+    rates = {f"d{k}": {"base": "dropout", "p": k / 10} for k in range(1, 10)}
+    blocks = {f"b{k}": {"base": "dropblock", "p": 0.1, "block_size": k} for k in (3, 5)}
+    chosen = ExperimentSpec(data="synthetic", methods=["control", *rates, *blocks],
+                            method_options={**rates, **blocks}, model_options={"width": 4})
+    pf.check_models(chosen, pf.load_run_data(chosen, 0))
+    assert built == ["control", "d1", "b3", "b5"]
+
+
+def test_a_model_too_large_for_the_device_is_refused_naming_it() -> None:
+    huge = spec(model_options={"width": 100000})
+    with pytest.raises(SpecError, match=r"^model_options: model 'simple_cnn' with "
+                       r"width=100000 has 1,980,157,\d{3},\d{3} parameters; training it "
+                       r"needs at least [\d,.]+ GiB \(float32 weights, gradients and adamw "
+                       r"state\), more than the [\d,.]+ GiB of memory this cpu has"):
+        pf.check_models(huge, pf.load_run_data(huge, 0))
+    pf.check_models(spec(model_options={"width": 64}), pf.load_run_data(huge, 0))

@@ -121,18 +121,35 @@ def test_two_gloo_ranks_read_disjoint_halves_and_score_every_image_once(folder, 
 # --- small pieces ---------------------------------------------------------------------
 
 
-def test_loader_workers_default_by_data_and_parallel_runs(monkeypatch):
+@pytest.mark.parametrize("cores, threads, workers, device, expected", [
+    (2, 2, 1, "cpu", 0),  # the audit's 2-core machine: 90.8 s an epoch with 2, 70.6 with 0
+    (2, 2, 2, "cpu", 0),
+    (2, 2, 1, "cuda", 1),  # a GPU run keeps one core for itself
+    (16, 8, 1, "cpu", 8),
+    (16, 16, 1, "cpu", 0),
+    (16, 2, 4, "cpu", 0),  # each of 4 runs computes with 4 threads of its 4 cores
+    (16, 2, 4, "cuda", 3),
+    (64, 1, 1, "cuda", 8),  # at most 8
+])
+def test_loader_workers_default_to_the_cores_a_run_leaves(monkeypatch, cores, threads, workers,
+                                                          device, expected):
     import torch
 
     from convdrop.lab.train import run_data
 
-    monkeypatch.setattr(run_data.os, "cpu_count", lambda: 16)
-    spec = build_spec(overrides={"methods": ["control"]})
+    monkeypatch.setattr(run_data.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(run_data.torch, "get_num_threads", lambda: threads)
+    spec = build_spec(overrides={"methods": ["control"], "workers": workers})
+    assert run_data.loader_workers(spec, True, torch.device(device)) == expected
     assert run_data.loader_workers(spec, streaming=False) == 0
-    assert run_data.loader_workers(spec, streaming=True) == 8
-    four = spec.model_copy(update={"workers": 4})
-    assert run_data.loader_workers(four, streaming=True) == 4
     assert run_data.loader_workers(spec.model_copy(update={"loader_workers": 3}), False) == 3
+
+
+def test_on_cuda_defaults_on_for_cuda_only():
+    import torch
+
+    from convdrop.lab.train import run_data
+
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     assert [run_data.on_cuda(None, cuda), run_data.on_cuda(None, cpu)] == [True, False]
     assert [run_data.on_cuda(False, cuda), run_data.on_cuda(True, cpu)] == [False, True]
@@ -211,3 +228,35 @@ def test_a_run_is_not_resumed_or_reused_after_images_were_added_or_removed(folde
     captured = capsys.readouterr()
     assert captured.out == "" and f"{run.result}: folder:{images} lists other images than " \
         "when this run finished" in captured.err and _files(out) == before
+
+
+# --- streamed folders under --workers (run workers with loader workers of their own) ---
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch) -> Path:
+    """A small ImageFolder tree at ``DATA`` in the current folder, which is ``tmp_path``."""
+    monkeypatch.chdir(tmp_path)
+    write_image_folder(tmp_path / "DATA", {"a": 6, "b": 6}, size=(16, 16))
+    return tmp_path
+
+
+def test_the_readme_recipe_streams_a_folder_over_two_run_workers(in_tmp, capsys):
+    """The README's ``--data folder:PATH ... --workers 2`` recipe, exactly as it is typed;
+    on a machine with cores to spare its runs start DataLoader workers of their own."""
+    code = main(["compare", "--data", "folder:DATA", "--methods", "control,dropout",
+                 "--seeds", "1", "--epochs", "1", "--image-size", "16", "--workers", "2"])
+    assert code == 0, capsys.readouterr().err
+    runs = json.loads((in_tmp / "results" / "regularizers" / "results.json").read_text())
+    assert [(r["method"], r["status"]) for r in runs] == [("control", "ok"), ("dropout", "ok")]
+
+
+@pytest.mark.slow  # two more run workers; the job with children in test_workers covers it
+def test_two_run_workers_each_with_a_loader_worker_train(in_tmp, capsys):
+    """Loader workers asked for explicitly, so every machine starts them (the default may
+    give none on a machine with few cores)."""
+    code = main(["compare", "--data", "folder:DATA", "--methods", "control,dropout",
+                 "--seeds", "1", "--epochs", "1", "--image-size", "16", "--workers", "2",
+                 "--workers-per-run", "1", "--quiet", "--out", "out"])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads((in_tmp / "out" / "config.json").read_text())["loader_workers"] == 1

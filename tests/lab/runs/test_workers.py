@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from convdrop.errors import SpecError
 from convdrop.lab.runs.workers import WorkerDied, run_jobs
@@ -54,6 +56,24 @@ def test_a_bug_in_a_worker_shows_its_traceback():
         _run([1, -2])
 
 
+def parent_of_a_child(code: int, *, report) -> tuple[int, str]:
+    """A job that starts a process of its own, as a run's DataLoader workers do."""
+    child = multiprocessing.Process(target=os._exit, args=(code,))
+    child.start()
+    child.join()
+    return child.exitcode, multiprocessing.get_start_method()
+
+
+def test_a_job_may_start_processes_of_its_own_as_the_runner_would():
+    # a daemon worker cannot (multiprocessing's "daemonic processes are not allowed to
+    # have children"): a streamed folder's loader workers crashed every --workers run;
+    # and they start by the platform's default method, not by the spawn the worker
+    # inherits (a fresh interpreter per loader per epoch: 11 s an epoch for 12 images)
+    results = run_jobs(parent_of_a_child, [(3,)], processes=1, threads=1,
+                       on_event=print, describe=str)
+    assert results == [(3, multiprocessing.get_all_start_methods()[0])]
+
+
 def test_a_killed_worker_is_a_clear_error_not_a_hang():
     with pytest.raises(WorkerDied, match="killed by signal 9 .*run the same command again"):
         _run([-3, 1])
@@ -76,19 +96,46 @@ def sleeper(folder: str, *, report) -> None:
     time.sleep(300)
 
 
+class _Touching(torch.utils.data.Dataset):
+    """Each item read marks the reading process with a file ``loader-PID``."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def __len__(self) -> int:
+        return 64
+
+    def __getitem__(self, index: int) -> int:
+        Path(self.folder, f"loader-{os.getpid()}").touch()
+        return index
+
+
+def loader_sleeper(folder: str, *, report) -> None:
+    """A run that reads a batch through a DataLoader worker, then trains "forever"."""
+    Path(folder, f"worker-{os.getpid()}").touch()
+    for _ in torch.utils.data.DataLoader(_Touching(folder), batch_size=2, num_workers=1):
+        time.sleep(300)
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_workers_die_with_their_parent(tmp_path, sig):
+@pytest.mark.parametrize("sig, job", [(signal.SIGKILL, "sleeper"), (signal.SIGTERM, "sleeper"),
+                                      pytest.param(signal.SIGKILL, "loader_sleeper",
+                                                   marks=pytest.mark.slow)])
+def test_workers_die_with_their_parent(tmp_path, sig, job):
+    """With a DataLoader worker under each run worker too: PyTorch's watch on its parent
+    ends it once the run worker is gone (every 5 s)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
-    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path)], env=env,
+    code = PARENT.replace("sleeper", job)
+    parent = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], env=env,
                               start_new_session=True, stderr=subprocess.DEVNULL)
+    marks = 2 if job == "sleeper" else 4  # a loader-PID per run worker too
     try:
         deadline = time.monotonic() + 120
-        while len(list(tmp_path.glob("worker-*"))) < 2 and time.monotonic() < deadline:
+        while len(list(tmp_path.iterdir())) < marks and time.monotonic() < deadline:
             assert parent.poll() is None, "the parent ended before its workers started"
             time.sleep(0.1)
         workers = [int(p.name.split("-")[1]) for p in tmp_path.glob("worker-*")]
-        assert len(workers) == 2
+        assert len(workers) == 2 and len(list(tmp_path.glob("loader-*"))) == marks - 2
         parent.send_signal(sig)
         parent.wait(timeout=60)
         assert wait_until_gone(parent.pid) == []  # workers, resource tracker: all gone

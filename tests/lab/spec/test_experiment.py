@@ -73,6 +73,17 @@ p = 0.3
     ('[training]\nlr = 1', r"unknown table\(s\) \['training'\]"),
     ('[experiment\n', r"is not valid TOML"),
     ('[experiment]\nmethods = ["control", "control"]', r"listed twice"),
+    # strict types: a TOML value of the wrong type is named, never converted (issue 27)
+    ('[experiment]\nseeds = "3"', r"^experiment.seeds: input should be a valid integer "
+                                  r"\(got '3'\)$"),
+    ('[experiment]\nepochs = true', r"^experiment.epochs: input should be a valid integer"),
+    ('[experiment]\nchannels_last = "yes"', r"^experiment.channels_last: input should be a "
+                                            r"valid boolean \(got 'yes'\)$"),
+    ('[experiment]\nlr = "0.1"', r"^experiment.lr: input should be a valid number"),
+    ('[methods.dropblock]\nblock_size = ["3"]', r"^methods.dropblock.block_size: input should "
+                                               r"be a valid integer \(got \['3'\]\)$"),
+    ('[methods.dropblock]\nblock_size = "3"', r"^methods.dropblock.block_size: input should "
+                                             r"be a valid integer \(got '3'\)$"),
 ])
 def test_bad_specs_name_the_key_and_value(tmp_path, text, match):
     with pytest.raises(SpecError, match=match):  # a ValueError, for library callers
@@ -172,3 +183,9 @@ def test_a_spec_path_that_is_not_a_file_says_what_it_is(tmp_path, path, what):
         build_spec(spec_file=path)
     with pytest.raises(MissingFileError, match="does not exist"):
         build_spec(spec_file=tmp_path / "nope.toml")
+
+
+def test_an_int_still_fits_a_float(tmp_path):
+    spec = build_spec(spec_file=write(tmp_path, "[experiment]\nlr = 1\n"
+                                                "[methods.dropout]\np = 1\n"))
+    assert spec.lr == 1.0 and spec.options_for("dropout").p == 1.0

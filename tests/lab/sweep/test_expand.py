@@ -116,6 +116,20 @@ def test_bad_sweeps_are_one_line_errors_naming_key_and_value(fields, message):
     assert "sweep.sweep" not in str(caught.value)
 
 
+@pytest.mark.parametrize("line, message", [
+    ('block_size = ["3"]', r"^sweep.block_size.0: input should be a valid integer \(got '3'\)$"),
+    ('control = "yes"', r"^sweep.control: input should be a valid boolean \(got 'yes'\)$"),
+    ('p = ["0.1"]', r"^sweep.p.0: input should be a valid number"),
+    ('min_seeds = 2.0', r"^sweep.min_seeds: input should be a valid integer \(got 2.0\)$"),
+])
+def test_a_sweep_file_value_of_the_wrong_type_is_named_not_converted(tmp_path, line, message):
+    path = tmp_path / "s.toml"
+    path.write_text(f'[sweep]\np = [0.1]\n{line}\n' if not line.startswith("p =")
+                    else f"[sweep]\n{line}\n")
+    with pytest.raises(SpecError, match=message):
+        build_sweep(spec_file=path, overrides=TINY, probe=fake_probe)
+
+
 def test_spec_file_layers_and_its_errors(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text('[experiment]\nseeds = 4\ndata = "synthetic"\n'
@@ -174,3 +188,58 @@ def test_the_expanded_spec_round_trips_through_toml_with_the_same_run_keys(tmp_p
     again = build_spec(spec_file=path)
     assert again.methods == s.spec.methods
     assert all(again.run_key(m) == s.spec.run_key(m) for m in s.spec.methods)
+
+
+# --- large sweeps: counted before they are expanded, and probed per line ------------------
+
+
+@pytest.mark.parametrize("fields", [
+    {"p": [0, 0.1, 0.2], "block_size": [3, 5]},
+    {"p": [0.1, 0.2], "block_size": [1, 3, 5], "schedule": ["linear", "constant"]},
+    {"p": [0.1], "block_size": [3, 5], "pairing": "zip"},
+    {"p": [0.1, 0.3, 0.5], "block_size": [3], "pairing": "zip", "control": False},
+    {"method": "dropout", "budget": [0.001, 0.002], "placement": ["head", "every_conv"]},
+])
+def test_a_sweep_is_counted_as_it_expands(fields):
+    s = build_sweep(overrides=TINY, sweep_overrides=fields, probe=head_or_conv_probe)
+    assert s.settings.size() == len(s.points)
+
+
+def test_a_sweep_above_max_runs_is_refused_before_it_is_expanded():
+    def never(spec, method):
+        raise AssertionError("expanded")
+
+    rates = [round(k / 1001, 6) for k in range(1, 1001)]
+    fields = {"p": rates, "block_size": list(range(1, 1001))}
+    with pytest.raises(SpecError, match=r"^sweep: 1,000,001 settings x 1 seeds = 1,000,001 "
+                       r"runs, more than the 1,000 allowed; shorten sweep.p, "
+                       r"sweep.block_size, or allow them with --max-runs 1000001$"):
+        build_sweep(overrides=TINY, sweep_overrides=fields, probe=never, max_runs=1000)
+    small = build_sweep(overrides={**TINY, "seeds": 2}, sweep_overrides={"p": [0.1, 0.2]},
+                        probe=fake_probe, max_runs=6)
+    assert len(small.points) * small.spec.seeds == 6
+
+
+def test_a_long_line_of_p_builds_three_models_not_one_per_point():
+    """100 rates x 2 block sizes: 3 probes per block size and the control's, where each
+    point was probed before (39 ms each on the audit's machine); budgets as each point's."""
+    calls: list[str] = []
+
+    def counted(spec, method):
+        calls.append(method)
+        return budget_probe(spec, method)
+
+    rates = [round(k / 101, 6) for k in range(1, 101)]
+    s = build_sweep(overrides={**TINY, "model_options": {"width": 4}},
+                    sweep_overrides={"p": rates, "block_size": [1, 3]}, probe=counted)
+    assert len(calls) == 1 + 2 * 3
+    for point in (s.points[37], s.points[150]):
+        assert point.budget == pytest.approx(budget_probe(s.spec, point.name), rel=1e-12)
+
+
+def test_the_budget_probe_allocates_nothing():
+    """A model far too large for any machine (width 100000: about 2e12 parameters) is
+    measured on the meta device, so the preflight, not an allocation, refuses it."""
+    s = build_sweep(overrides={**TINY, "model_options": {"width": 100000}},
+                    sweep_overrides={"method": "dropout", "p": [0.1]}, probe=fake_probe)
+    assert budget_probe(s.spec, "dropout-p0.1") > 0

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
+from convdrop import _io
 from convdrop.errors import DataError, did_you_mean
 from convdrop.lab.data.builtin import SYNTHETIC_CLASSES, make_synthetic, read_digits
 from convdrop.lab.data.cifar import read_cifar
@@ -95,6 +96,10 @@ def parse_spec(spec: str) -> tuple[str, Path | None]:
                         f"{did_you_mean(kind, KINDS)} (expected one of digits, synthetic, "
                         "cifar10:PATH, cifar100:PATH, fashion-mnist[:PATH], folder:PATH)")
     path = Path(raw_path.strip()).expanduser() if raw_path.strip() else None
+    problem = None if path is None else _io.unusable(path)
+    if problem:
+        raise DataError(f"dataset spec {spec!r}: its path cannot be used ({problem}); "
+                        "expected a path this system can open")
     if sep and kind not in PATH_KINDS + OPTIONAL_PATH_KINDS:
         raise DataError(f"dataset spec {spec!r}: '{kind}' takes no path")
     if path is None and (sep or kind in PATH_KINDS):  # "kind:" with an empty PATH too

@@ -141,6 +141,10 @@ def _take(folder: Path, hint: str, owner: str | None) -> int:
             record["owner"] = owner
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode(), 0)
+    except OSError as err:  # a full disk: no lock file left behind, empty or stale
+        path.unlink(missing_ok=True)
+        os.close(fd)
+        raise _io.write_failure(path, err) from err
     except BaseException:
         os.close(fd)
         raise

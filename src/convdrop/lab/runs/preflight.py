@@ -3,18 +3,22 @@
 :func:`preflight` checks, fastest first: the device (``--device cuda`` without CUDA is
 found in a second, not after the data), the data and ``train_size`` (by reading the
 data set, which the first run then reuses), the model and every method's placement
-(built on the ``meta`` device, so a ResNet-50 costs no memory and no time), and the
-runs already in ``--out``: one with other settings is an error that says which
-settings differ, and a finished one must hold this run's result (an edited or copied
-``result.json`` is refused) trained on the images the data holds now (an image folder's
-listing), found before the first epoch rather than in the middle of a grid.
+(built on the ``meta`` device, so a ResNet-50 costs no memory and no time, and a model
+too large for the device is refused before it is allocated, see
+:mod:`convdrop.lab.runs.model_size`), and the runs already in ``--out``: one with other
+settings is an error that says which settings differ, and a finished one must hold this
+run's result (an edited or copied ``result.json`` is refused) trained on the images the
+data holds now (an image folder's listing), found before the first epoch rather than in
+the middle of a grid.
 Each problem is a :class:`convdrop.errors.UserError` of one line.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,8 @@ from convdrop import models
 from convdrop._devices import resolve_device
 from convdrop.errors import RunFolderError, SpecError, did_you_mean
 from convdrop.lab.data import Datasets
+from convdrop.lab.runs.blocks import oversized_blocks, oversized_warning
+from convdrop.lab.runs.model_size import check_fits
 from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.spec.methods import build_recipe, resolve
 from convdrop.lab.spec.weights import fresh_note
@@ -38,10 +44,12 @@ __all__ = ["check_models", "check_runs", "preflight", "settings_diff"]
 def preflight(spec: ExperimentSpec, out: Path, seeds: Iterable[int]) -> list[str]:
     """Raise the first problem of running ``spec``'s methods with ``seeds`` into ``out``;
     returns what the user should read before it runs (which ``--weights`` stay fresh)."""
-    resolve_device(spec.device)
+    device = resolve_device(spec.device)
     data = _data(spec)
-    fresh = check_models(spec, data)
+    fresh, warned = check_models(spec, data, device)
     check_runs(spec, out, seeds, listing=data.listing)
+    for note in warned:  # after every check passed: bad input stays one line
+        warnings.warn(note, UserWarning, stacklevel=2)
     return [] if spec.weights is None else [fresh_note(spec.weights, fresh)]
 
 
@@ -56,23 +64,55 @@ def _model_name(spec: ExperimentSpec, method: str) -> str:
     return resolve(spec, method).model or spec.model
 
 
-def check_models(spec: ExperimentSpec, data: Datasets) -> dict[str, list[str]]:
+def _alike(spec: ExperimentSpec, methods: Iterable[str]) -> list[str]:
+    """One method of each group that builds the same model but for its nonzero drop rate
+    (a sweep's points along p): a rate in (0, 1] sets the regularizers' rates, never what
+    is built, so a 1,000-point sweep builds a model per line, not per point."""
+    seen: set = set()
+    chosen = []
+    for method in methods:
+        resolved = resolve(spec, method)
+        shape = (replace(resolved, p=float(resolved.p > 0)), spec.options_for(method).base)
+        if shape not in seen:
+            seen.add(shape)
+            chosen.append(method)
+    return chosen
+
+
+def check_models(spec: ExperimentSpec, data: Datasets, device: torch.device | None = None
+                 ) -> tuple[dict[str, list[str]], list[str]]:
     """Build every method's model and placement on the meta device (no memory, no time);
-    returns each method's ``--weights`` keys that keep their fresh initialization."""
+    refuse a model too large for ``device`` (the spec's by default) before it is allocated.
+
+    Returns each method's ``--weights`` keys that keep their fresh initialization, and the
+    warnings to give once all is checked: at most one line, on DropBlock blocks larger
+    than every map they meet (:mod:`convdrop.lab.runs.blocks`)."""
+    device = device or resolve_device(spec.device)
+    oversized: dict[int, tuple[int, list[str]]] = {}
     fresh = {}
-    for method in spec.methods:
+    for method in _alike(spec, spec.methods):
         name = _model_name(spec, method)
+        key = "model" if name == spec.model else f"methods.{method}.model"
         if ":" not in name and name not in models.names():
-            key = "model" if name == spec.model else f"methods.{method}.model"
             raise SpecError(f"{key}: unknown model {name!r}{did_you_mean(name, models.names())}"
                             f" (expected one of {', '.join(models.names())})")
         if name == spec.model:
             _check_model_options(name, spec.model_options)
         with torch.device("meta"):
             recipe = build_recipe(spec, method, data.num_classes, data.in_channels)
-            _check_image_size(recipe.model.eval(), name, data)
+            model = recipe.model
+            options = spec.model_options if name == spec.model else {}
+            check_fits(model, name, options, spec.optimizer, device,
+                       "model_options" if options else key)
+            _check_image_size(model.eval(), name, data)
+            size = data.image_size
+            example = torch.empty(1, data.in_channels, size, size)
+            for block, side in oversized_blocks(model, example).items():
+                largest, methods = oversized.get(block, (0, []))
+                oversized[block] = (max(largest, side), [*methods, method])
         fresh[method] = list(recipe.fresh_keys)
-    return fresh
+    note = oversized_warning(oversized)
+    return fresh, [note] if note else []
 
 
 def _check_image_size(model: torch.nn.Module, name: str, data: Datasets) -> None:

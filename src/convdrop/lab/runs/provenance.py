@@ -71,7 +71,8 @@ def _data_text(spec: ExperimentSpec) -> str:
     """Where the images came from: held in memory, or streamed with how many workers."""
     streamed = _streams(spec.data, spec.data_mode)
     size = spec.image_size or default_image_size(spec.data)
-    where = (f"streamed from disk, {loader_workers(spec, True)} loader worker(s) per run"
+    workers = loader_workers(spec, True, resolve_device(spec.device))
+    where = (f"streamed from disk, {workers} loader worker(s) per run"
              if streamed else "held in memory")
     return f"{spec.data}, {where}, {size}x{size}, augment {spec.augment}, normalization " \
            f"{spec.normalization}"

@@ -14,7 +14,7 @@ opens with the regime of the control (:func:`regimes`).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +116,8 @@ def restart_runs(spec: ExperimentSpec, restart: Sequence[str]) -> set[tuple[str,
 
 
 def compare(spec: ExperimentSpec, out: Path, *, show_progress: bool = True,
-            restart: Sequence[str] = (), executor: Executor | None = None
+            restart: Sequence[str] = (), executor: Executor | None = None,
+            announce: Callable[[], None] | None = None
             ) -> tuple[Path, list]:
     """Run the grid and write every output; returns the report's path and the summaries.
 
@@ -124,6 +125,8 @@ def compare(spec: ExperimentSpec, out: Path, *, show_progress: bool = True,
     names runs (``METHOD/seedS`` or ``METHOD``) to delete and train again instead.
     ``executor`` runs them (:func:`convdrop.lab.runs.executors.open_executor`; default:
     the pool when ``spec.workers > 1``, else this process).
+    ``announce()`` (the command's header line) runs once ``out``'s lock is held and those
+    checks passed, so a refused run prints nothing but its error.
     A write that fails (disk full, read-only) is an :class:`OutputError` naming ``--out``.
     """
     fresh = restart_runs(spec, restart)
@@ -133,6 +136,8 @@ def compare(spec: ExperimentSpec, out: Path, *, show_progress: bool = True,
             for method, seed in grid(spec):
                 if (method, seed) not in fresh:
                     check_run(spec, method, seed, out)
+            if announce is not None:
+                announce()
             for method, seed in sorted(fresh):
                 discard_run(out, method, seed)
             _io.write_json(out / "config.json", spec.model_dump())

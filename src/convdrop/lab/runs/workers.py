@@ -13,6 +13,12 @@ progress events and results. No process may outlive the runner, however it ends:
 There is no multiprocessing manager process; the queues are plain pipes, so the
 resource tracker ends when the last of these processes does. Workers ignore SIGINT:
 Ctrl-C reaches the whole process group, and the parent decides what stops.
+
+Workers are not daemon processes, because a run may start its own children (the
+DataLoader workers of a streamed folder), which multiprocessing forbids a daemon. What
+``daemon`` would have given, no worker outliving the parent, the two mechanisms above
+already give; a DataLoader worker ends when its run worker does (PyTorch's own watch on
+its parent).
 """
 
 from __future__ import annotations
@@ -78,6 +84,10 @@ def _portable(err: BaseException) -> tuple[BaseException | None, str]:
 def _serve(job: Callable[..., Any], jobs: Any, events: Any, parent: int, threads: int) -> None:
     """Worker main loop: run jobs until the ``None`` sentinel; every message goes to ``events``."""
     die_with_parent(parent)
+    # a spawned process inherits "spawn" as its default start method; a run's own processes
+    # (DataLoader workers) start as they would in the runner (the platform's default, fork
+    # on Linux), not as fresh interpreters that import torch for every loader of every epoch
+    multiprocessing.set_start_method(None, force=True)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     while (item := jobs.get()) is not None:
@@ -91,15 +101,23 @@ def _serve(job: Callable[..., Any], jobs: Any, events: Any, parent: int, threads
 
 
 def _stop(processes: Sequence[Any]) -> None:
-    """Terminate, then kill, every process still running, and reap them all."""
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-    for process in processes:
-        process.join(5)
-        if process.is_alive():
-            process.kill()
-            process.join()
+    """Terminate, then kill, every process still running, and reap them all.
+
+    A second interrupt (Ctrl-C, SIGTERM) while it runs does not cut it short: workers
+    are not daemons, so one left running would keep the runner from exiting."""
+    while True:
+        try:
+            for process in processes:
+                if process.is_alive():
+                    process.terminate()
+            for process in processes:
+                process.join(5)
+                if process.is_alive():
+                    process.kill()
+                    process.join()
+            return
+        except KeyboardInterrupt:
+            continue  # the interrupt already on its way out is raised once they are gone
 
 
 def _raise_error(message: tuple, describe: Callable[[int], str]) -> None:
@@ -124,13 +142,14 @@ def run_jobs(job: Callable[..., Any], jobs: Sequence[tuple], *, processes: int, 
         todo.put((index, args))
     for _ in range(processes):
         todo.put(None)
-    workers = [context.Process(target=_serve, daemon=True, name=f"convdrop-worker-{i}",
+    workers = [context.Process(target=_serve, daemon=False, name=f"convdrop-worker-{i}",
                                args=(job, todo, events, os.getpid(), threads))
                for i in range(processes)]
     results: dict[int, Any] = {}
     try:
-        for worker in workers:
-            worker.start()
+        with _sigint_ignored():  # inherited: a worker importing torch ignores Ctrl-C too
+            for worker in workers:
+                worker.start()
         while len(results) < len(jobs):
             try:
                 message = events.get(timeout=0.5)
@@ -166,6 +185,20 @@ def _problem(workers: Sequence[Any], done: int, total: int) -> WorkerDied | None
     return WorkerDied(f"a worker process {how} before its run finished ({done} of {total} "
                       "runs done); finished runs are kept: run the same command again to "
                       "resume the others")
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored within the block (main thread only), so processes started in it
+    begin with it ignored, before Python would print a traceback for it in them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextmanager

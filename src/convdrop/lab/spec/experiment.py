@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from convdrop import models
+from convdrop import _io, models
 from convdrop.errors import MissingFileError, SpecError, did_you_mean, file_problem
 from convdrop.lab.spec import external, presets
 from convdrop.lab.spec.base_methods import BASE_METHODS
@@ -63,10 +63,16 @@ def _safe_name(value: str) -> str:
 SafeName = Annotated[str, AfterValidator(_safe_name)]
 
 
+# Strict: a TOML file gives typed values, so "3", ["3"] or "yes" where a number or a switch
+# belongs is a mistake to name, not a string to convert (an int still fits a float).
+# Flags are strings: they are converted by their own types first (convdrop.cli.flags).
+STRICT = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
 class MethodOptions(BaseModel):
     """Per-method overrides (``[methods.NAME]``); None keeps the method's default."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     base: str | None = None  # a built-in method this variant starts from
     p: float | None = Field(None, ge=0.0, le=1.0)  # drop probability (target rate)
@@ -81,7 +87,7 @@ class MethodOptions(BaseModel):
 class ExperimentSpec(BaseModel):
     """Everything that defines a comparison; see ``convdrop presets`` for ready ones."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     name: SafeName = Field("regularizers", description="the preset it started from; names the "
                       "default output folder")
@@ -120,7 +126,9 @@ class ExperimentSpec(BaseModel):
         "ImageNet's, or not at all")
     loader_workers: int | None = Field(
         None, ge=0, description="DataLoader worker processes per run; none = 0 in memory, "
-        "min(8, CPUs / workers) for streamed data", json_schema_extra={"flag": "workers-per-run"})
+        "and for streamed data the cores of the run's share (CPUs / workers) left after its "
+        "own compute threads (one on a GPU), at most 8",
+        json_schema_extra={"flag": "workers-per-run"})
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
     channels_last: bool | None = Field(None, description="channels-last memory format; "
                                        "none = on for CUDA")
@@ -227,6 +235,9 @@ def load_toml(path: Path, tables: tuple[str, ...], expected: str) -> dict[str, A
     """A spec file's tables; every problem (missing, not TOML, not UTF-8, nested too
     deeply, a table not in ``tables``) is a one-line error naming the file."""
     path = Path(path)
+    unusable = _io.unusable(path)
+    if unusable:
+        raise SpecError(f"spec file {str(path)!r} cannot be used ({unusable})")
     problem = file_problem(path)  # a directory or /dev/null is not "missing"
     if problem == "does not exist":
         raise MissingFileError(f"spec file {str(path)!r} does not exist")

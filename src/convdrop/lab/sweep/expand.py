@@ -36,14 +36,17 @@ from convdrop.lab.spec.experiment import (
     load_toml,
 )
 from convdrop.lab.spec.methods import build_recipe
+from convdrop.lab.sweep.budgets import line_budgets
 from convdrop.lab.sweep.presets import DEFAULT_PRESET, sweep_preset
 from convdrop.lab.sweep.settings import AXES, SweepSettings, one_line
 from convdrop.lab.train.run_data import load_run_data
 from convdrop.placement import drop_budget
 
-__all__ = ["AXES", "Point", "Sweep", "SweepSettings", "build_sweep", "read_sweep_toml"]
+__all__ = ["AXES", "DEFAULT_MAX_RUNS", "Point", "Sweep", "SweepSettings", "build_sweep",
+           "check_size", "read_sweep_toml"]
 
 REFERENCE_P = 0.5  # the rate at which a placement's budget per unit p is measured
+DEFAULT_MAX_RUNS = 1000  # a larger sweep must be asked for (--max-runs)
 
 
 @dataclass(frozen=True)
@@ -165,8 +168,10 @@ def expand(settings: SweepSettings, base: ExperimentSpec, probe: Probe) -> Sweep
     if not combos:
         raise SpecError("sweep: no point with p > 0 to run; add a rate to sweep.p")
     spec = _with_methods(base, tables)
-    measured = tuple(replace(pt, budget=_probe(probe, spec, pt.name)) for pt in points)
-    return Sweep(settings, measured, spec)
+    lines = [(("control",) if pt.is_control else (pt.block_size, pt.placement, pt.schedule),
+              pt.p) for pt in points]
+    budgets = line_budgets(lines, lambda i: _probe(probe, spec, points[i].name))
+    return Sweep(settings, tuple(replace(pt, budget=b) for pt, b in zip(points, budgets)), spec)
 
 
 def _probe(probe: Probe, spec: ExperimentSpec, name: str, shown: str | None = None) -> float:
@@ -206,11 +211,17 @@ def _solve_p(settings: SweepSettings, base: ExperimentSpec,
 
 
 def budget_probe(spec: ExperimentSpec, method: str) -> float:
-    """The drop budget of ``method``'s model on one image of the spec's data."""
+    """The drop budget of ``method``'s model on one image of the spec's data.
+
+    The budget needs only the shapes a forward sees, so the model is built and run on the
+    ``meta`` device, without the spec's weights file: nothing is allocated or computed, so a
+    model too large for this machine is refused by the preflight, not by this probe."""
     data = load_run_data(spec, 0)
-    recipe = build_recipe(spec, method, data.num_classes, data.in_channels)
-    example = torch.zeros(1, data.in_channels, data.image_size, data.image_size)
-    return drop_budget(recipe.model, example)["total"]
+    unweighted = spec.model_copy(update={"weights": None})  # the shapes do not need them
+    with torch.device("meta"):
+        recipe = build_recipe(unweighted, method, data.num_classes, data.in_channels)
+        example = torch.zeros(1, data.in_channels, data.image_size, data.image_size)
+        return drop_budget(recipe.model, example)["total"]
 
 
 def read_sweep_toml(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -228,8 +239,11 @@ def read_sweep_toml(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 def build_sweep(*, preset: str | None = None, spec_file: Path | None = None,
                 overrides: dict[str, Any] | None = None,
                 sweep_overrides: dict[str, Any] | None = None,
-                probe: Probe = budget_probe) -> Sweep:
-    """Layer preset < spec file < overrides (None ignored) into an expanded sweep."""
+                probe: Probe = budget_probe, max_runs: int | None = None) -> Sweep:
+    """Layer preset < spec file < overrides (None ignored) into an expanded sweep.
+
+    With ``max_runs``, a sweep of more runs (settings x seeds) is refused before it is
+    expanded."""
     file_exp, file_sweep = read_sweep_toml(spec_file) if spec_file is not None else ({}, {})
     flags = {k: v for k, v in (sweep_overrides or {}).items() if v is not None}
     chosen = preset or file_sweep.pop("preset", None) or (
@@ -248,4 +262,16 @@ def build_sweep(*, preset: str | None = None, spec_file: Path | None = None,
     recipe = preset_exp.pop("on_digits", {})  # on digits only
     base = build_spec(overrides={**preset_exp, **file_exp, **chosen_exp, "methods": ["control"]},
                       on_digits=recipe)
+    check_size(settings, base.seeds, max_runs)
     return expand(settings, base, probe)
+
+
+def check_size(settings: SweepSettings, seeds: int, max_runs: int | None) -> None:
+    """A :class:`SpecError` when the sweep has more than ``max_runs`` runs (None: any)."""
+    runs = settings.size() * seeds
+    if max_runs is not None and runs > max_runs:
+        lists = ", ".join(f"sweep.{name}" for name in ("budget" if settings.by_budget else "p",
+                                                      *settings.varied()))
+        raise SpecError(f"sweep: {settings.size():,} settings x {seeds} seeds = {runs:,} runs, "
+                        f"more than the {max_runs:,} allowed; shorten {lists}, or allow them "
+                        f"with --max-runs {runs}")

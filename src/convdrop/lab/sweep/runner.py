@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from convdrop import _io
@@ -40,12 +41,14 @@ TOML_HEADER = ("The expanded spec of a convdrop sweep: one method per setting. T
 
 
 def run_sweep(sweep: Sweep, out: Path, *, show_progress: bool = True,
-              executor: Executor | None = None) -> tuple[Path, SweepStats]:
+              executor: Executor | None = None, announce: Callable[[], None] | None = None
+              ) -> tuple[Path, SweepStats]:
     """Run (or resume) every point over its seeds and write every output.
 
     As ``compare``: ``out``'s lock is held, every run already there is read back and
-    checked before anything is written, a failed write names ``--out``, and ``executor``
-    runs the runs (default: the pool when ``workers > 1``, else this process).
+    checked before anything is written (then ``announce()``, the header), a failed write
+    names ``--out``, and ``executor`` runs the runs (default: the pool when
+    ``workers > 1``, else this process).
     """
     executor = executor or default_executor(sweep.spec)
     out = prepare_out(out)
@@ -53,6 +56,8 @@ def run_sweep(sweep: Sweep, out: Path, *, show_progress: bool = True,
         with sigterm_as_interrupt(), lock.hold(out):
             for method, seed in runner.grid(sweep.spec):
                 check_run(sweep.spec, method, seed, out)
+            if announce is not None:
+                announce()
             _io.write_json(out / "config.json", sweep.spec.model_dump())
             _io.write_json(out / "sweep.json", sweep.to_json())
             _io.write_text(out / SPEC_FILE, spec_to_toml(sweep.spec, header=TOML_HEADER))

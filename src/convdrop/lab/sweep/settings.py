@@ -7,6 +7,7 @@ Checked as a whole (a pydantic model), so a bad table is one
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -25,7 +26,7 @@ AXES = ("block_size", "placement", "schedule")  # the axes beside p (or budget)
 class SweepSettings(BaseModel):
     """The ``[sweep]`` table: one method, and the values of each axis to try."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # as ExperimentSpec
 
     method: str = Field("dropblock_scheduled", description="the method whose drop rate is "
                         "swept (a built-in with a regularizer)")
@@ -82,6 +83,19 @@ class SweepSettings(BaseModel):
     def varied(self) -> list[str]:
         """The axes beside p/budget that the table names, in :data:`AXES` order."""
         return [axis for axis in AXES if getattr(self, axis) is not None]
+
+    def size(self) -> int:
+        """How many settings the table expands to, the control included, counted without
+        expanding it (so a 1,000 x 1,000 grid is refused in a moment, not after hours)."""
+        rates = self.budget or self.p or []
+        lengths = [len(getattr(self, axis)) for axis in self.varied()]
+        positive = sum(1 for x in rates if x > 0)
+        if self.pairing == "grid":
+            points = positive * math.prod(lengths)
+        else:  # zip: one point per position of the longest list, a single value repeated
+            longest = max([len(rates), *lengths])
+            points = positive if len(rates) == longest else longest * (positive > 0)
+        return points + int(self.control)
 
 
 def one_line(err: ValidationError) -> str:

@@ -54,7 +54,14 @@ class RunPaths:
         check_name(method, "methods")
         out = Path(out_dir)
         root = out / "runs" / method / f"seed{int(seed)}"
-        if not root.resolve().is_relative_to(out.resolve()):  # e.g. a symlink in the way
+        try:
+            inside = root.resolve().is_relative_to(out.resolve())
+        except (RuntimeError, OSError):  # a loop of symbolic links, a name too long
+            where = "" if _io.unusable(out) else f"{root}: "
+            problem = _io.unusable(out) or _io.unusable(root) or "a loop of symbolic links"
+            raise OutputError(f"--out {out}: {where}cannot use that path ({problem}); choose "
+                              "another --out") from None
+        if not inside:  # e.g. a symlink in the way
             raise RunFolderError(f"the run folder {root} resolves to {root.resolve()}, "
                                  f"outside --out {out}; remove the link or choose another --out")
         return RunPaths(root, f"{method}/seed{int(seed)}")
@@ -92,6 +99,9 @@ def prepare_out(out: Path) -> Path:
     :class:`OutputError` naming ``--out``.
     """
     out = Path(out)
+    problem = _io.unusable(out)
+    if problem:
+        raise OutputError(f"--out {out}: cannot use that path ({problem}); choose another --out")
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out}: is a file, not a folder; choose another --out")
     try:
