@@ -10,6 +10,7 @@ import socket
 import pytest
 
 from convdrop.cli import main
+from convdrop.lab.spec.presets import OVERFIT_RECIPE
 from convdrop.lab.sweep.expand import build_sweep
 
 from conftest import assert_png, files, write_image_folder
@@ -191,6 +192,9 @@ def test_help_shows_the_defaults_a_sweep_runs_on_the_bundled_data(capsys):
     for field in ("workers", "epochs", "train_size", "batch_size", "lr"):
         flag = f"\n  --{field.replace('_', '-')} "  # its entry, not the usage line
         entry = " ".join(text[text.index(flag) + 1:].split("\n  -")[0].split())
-        assert f"; {getattr(runs, field)} on digits and synthetic)" in entry, entry
+        recipe = OVERFIT_RECIPE.get(field)  # the default sweep's own recipe on digits
+        shown = (f"{recipe} with dropblock-dose on digits" if recipe is not None
+                 else f"; {getattr(runs, field)} on digits and synthetic")
+        assert getattr(runs, field) == (recipe or getattr(runs, field)) and shown in entry, entry
     entry = " ".join(text[text.index("\n  --model-option") + 1:].split("\n  -")[0].split())
     assert f"width={runs.model_options['width']} for simple_cnn on digits" in entry

@@ -149,17 +149,22 @@ def given(args: argparse.Namespace, model: type[BaseModel], names: Sequence[str]
             is dict else value for name, value in values.items()}
 
 
-def small_data_notes() -> dict[str, str]:
+def small_data_notes(recipes: Mapping[str, Mapping[str, Any]] | None = None
+                     ) -> dict[str, str]:
     """Where the bundled data and Fashion-MNIST start from other defaults than the spec's:
-    the help of every command whose runs take them (compare, train, sweep) shows both."""
+    the help of every command whose runs take them (compare, train, sweep) shows both.
+    ``recipes``: each preset's own recipe on digits (default: ``compare``'s presets)."""
     where = " and ".join(presets.SMALL_DATA)
     notes = {name: f"{_shown(value)} on {where}"
              for name, value in presets.SMALL_DATA_DEFAULTS.items()}
     for name, value in presets.FASHION_DEFAULTS.items():
         shown = f"{_shown(value)} on fashion-mnist"
         notes[name] = f"{notes[name]}, {shown}" if name in notes else shown
-    for preset, (_, fields) in presets.PRESETS.items():  # a preset's own recipe on digits
-        for name, value in fields.get("on_digits", {}).items():
+    if recipes is None:
+        recipes = {name: fields.get("on_digits", {}) for name, (_, fields) in
+                   presets.PRESETS.items()}
+    for preset, recipe in recipes.items():  # a preset's own recipe on digits
+        for name, value in recipe.items():
             notes[name] = f"{notes.get(name, 'none')}, {_shown(value)} with {preset} on digits"
     notes["methods"] = "the preset's"
     every = ", ".join((*presets.SMALL_DATA, "fashion-mnist"))

@@ -60,7 +60,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                         "[sweep] is given)")
     flags.add_field_flags(parser, SweepSettings, SWEEP_FIELDS)
     flags.add_field_flags(parser, ExperimentSpec, EXPERIMENT_FIELDS,
-                          notes=flags.small_data_notes())
+                          notes=flags.small_data_notes(
+                              {name: experiment.get("on_digits", {})
+                               for name, (_, experiment, _) in SWEEP_PRESETS.items()}))
     flags.add_executor_flags(parser)
     parser.add_argument("--search", choices=("grid", "optuna"), default="grid",
                         help="grid: every point of the table; optuna: the table read as "

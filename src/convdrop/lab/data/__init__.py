@@ -1,38 +1,22 @@
-"""Local datasets for the experiment runner; nothing is downloaded.
+"""Local datasets for the runner, named ``KIND`` or ``KIND:PATH``; nothing is downloaded.
 
-A dataset is named by a spec string, ``KIND`` or ``KIND:PATH``:
+- ``digits`` (default): scikit-learn's 1,797 8x8 digits upsampled to 32x32 (correlated
+  neighbours, where blocks differ from pixels); a stratified 60/20/20 split.
+- ``cifar10:PATH`` / ``cifar100:PATH``: the python-pickle batches (PATH the batches'
+  folder or its parent), read by an unpickler that runs no code (:mod:`.cifar`); 5,000
+  train images (a tenth when fewer) are held out for validation. ``fashion-mnist[:PATH]``:
+  the four idx files, from PATH or Debian's package (:mod:`.fashion`), held out the same.
+- ``folder:PATH``: an ImageFolder tree (``train/``, ``val/``, optional ``test/``, else
+  the validation images double as the test set, with a warning), RGB at ``image_size``.
+- ``synthetic``: seeded 3-class images (stripes either way, blobs), 600/150/150; tests.
 
-- ``digits`` (default): scikit-learn's bundled 1,797 handwritten 8x8 digits,
-  upsampled bilinearly to 32x32 so neighbouring pixels are correlated, which is
-  the regime where dropping blocks differs from dropping pixels. Stratified
-  60/20/20 split: 1,079 train, 359 validation, 359 test.
-- ``cifar10:PATH`` / ``cifar100:PATH``: the python-pickle batches, with PATH the
-  ``cifar-10-batches-py`` / ``cifar-100-python`` directory or its parent. The
-  validation set is a stratified 5,000 images off the 50,000 train images (a
-  tenth, at least one, when the batches hold fewer), leaving 45,000 to train on;
-  the test batch is the test set. The pickles are read by an unpickler that runs no
-  code (see ``convdrop.lab.data.cifar``).
-- ``fashion-mnist[:PATH]``: the four idx files, from PATH or Debian's package (see
-  ``convdrop.lab.data.fashion``); 28x28 by default, a validation set as for CIFAR.
-- ``folder:PATH``: an ImageFolder tree (``train/``, ``val/``, optional ``test/``),
-  RGB at ``image_size`` (default 224). Without ``test/`` the validation images
-  double as the test set, with a warning.
-- ``synthetic``: seeded 3-class images (horizontal stripes, vertical stripes,
-  blobs), 600/150/150, that a small CNN learns in an epoch; for tests.
-
-Digits, synthetic, CIFAR and Fashion-MNIST are decoded into memory as tensors (full CIFAR
-is 740 MB of float32), which is fast; their images are float32 in [0, 1], not normalized:
-``Datasets.mean`` and ``Datasets.std`` hold per-channel statistics of the train split
-and :func:`normalize` applies them, and augmentation runs batched in the training loop.
-A folder is *streamed* (``mode="auto"`` or ``"stream"``): only its file index is held
-(:mod:`convdrop.lab.data.index`), each image is decoded and transformed when a
-DataLoader worker asks for it (:mod:`convdrop.lab.data.stream`), with the train recipe
-``augment`` and the evaluation transform of :mod:`convdrop.lab.data.transforms`, already
-normalized (statistics of the train split, measured once and cached, or ImageNet's).
-``mode="memory"`` decodes a folder into memory instead, after checking that it fits.
-
-Splits are fixed (seed ``SPLIT_SEED``) so every run seed is scored on the same test
-images; ``seed`` only picks the ``train_size`` subset. Bad paths, layouts or files raise
+In-memory data sets are float32 tensors in [0, 1]; :func:`normalize` applies the train
+split's per-channel ``Datasets.mean``/``std`` and augmentation runs batched in the
+training loop. A folder is *streamed* by default: only its file index is held
+(:mod:`.index`) and DataLoader workers decode and transform each image (:mod:`.stream`,
+:mod:`.transforms`); ``mode="memory"`` decodes it into memory after checking it fits.
+Splits are fixed (``SPLIT_SEED``), so every run seed is scored on the same test images;
+``seed`` only picks the ``train_size`` subset. Bad paths, layouts or files raise
 :class:`DataError` with the path and the expected layout.
 """
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,17 +26,12 @@ from pydantic import (
     model_validator,
 )
 
-from convdrop import _io, models
-from convdrop.errors import MissingFileError, SpecError, did_you_mean, file_problem
+from convdrop import models
+from convdrop.errors import SpecError, did_you_mean
 from convdrop.lab.spec import external, presets
 from convdrop.lab.spec.base_methods import BASE_METHODS
+from convdrop.lab.spec.reader import read_toml
 from convdrop.lab.spec.weights import weights_sha256
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 
 # Names that become folder names: letters, digits, "-", "_", "."; no leading dot, no separator.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
@@ -229,44 +223,6 @@ def _problem_text(problem: Any, where: str) -> str:
     if problem["type"] == "literal_error":
         text += did_you_mean(got, re.findall(r"'([^']*)'", problem["ctx"]["expected"]))
     return text
-
-
-def load_toml(path: Path, tables: tuple[str, ...], expected: str) -> dict[str, Any]:
-    """A spec file's tables; every problem (missing, not TOML, not UTF-8, nested too
-    deeply, a table not in ``tables``) is a one-line error naming the file."""
-    path = Path(path)
-    unusable = _io.unusable(path)
-    if unusable:
-        raise SpecError(f"spec file {str(path)!r} cannot be used ({unusable})")
-    problem = file_problem(path)  # a directory or /dev/null is not "missing"
-    if problem == "does not exist":
-        raise MissingFileError(f"spec file {str(path)!r} does not exist")
-    if problem:
-        raise SpecError(f"spec file {str(path)!r} {problem}")
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise SpecError(f"spec file {str(path)!r} is not valid TOML: {err}") from err
-    except UnicodeDecodeError as err:
-        raise SpecError(f"spec file {str(path)!r} is not UTF-8 text: {err}") from None
-    except RecursionError:
-        raise SpecError(f"spec file {str(path)!r} is nested too deeply to be a spec") from None
-    unknown = set(raw) - set(tables)
-    if unknown:
-        raise SpecError(f"spec file {str(path)!r}: unknown table(s) {sorted(unknown)}; "
-                        f"expected {expected}")
-    return raw
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a spec file into a flat dict of spec fields; only known tables are allowed."""
-    raw = load_toml(path, ("experiment", "methods"), "[experiment] and [methods.NAME]")
-    fields = dict(raw.get("experiment", {}))
-    if "method_options" in fields:
-        raise SpecError("spec key experiment.method_options: use [methods.NAME] tables instead")
-    if "methods" in raw:
-        fields["method_options"] = raw["methods"]
-    return fields
 
 
 def _small_defaults(chosen: dict[str, Any], on_digits: dict[str, Any]) -> dict[str, Any]:

@@ -33,9 +33,9 @@ from convdrop.lab.spec.experiment import (
     ExperimentSpec,
     build_spec,
     format_validation_error,
-    load_toml,
 )
 from convdrop.lab.spec.methods import build_recipe
+from convdrop.lab.spec.reader import load_toml
 from convdrop.lab.sweep.budgets import line_budgets
 from convdrop.lab.sweep.presets import DEFAULT_PRESET, sweep_preset
 from convdrop.lab.sweep.settings import AXES, SweepSettings, one_line
