@@ -45,7 +45,8 @@ def _holder(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _alive(pid: Any) -> bool:
+def alive(pid: Any) -> bool:
+    """Whether a process ``pid`` runs on this machine (another user's counts)."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
@@ -72,7 +73,7 @@ def _start_time(pid: Any) -> int | None:
 def _stale_warning(path: Path, previous: dict[str, Any]) -> str:
     """What is true of a lock that no process holds any more (its flock is free)."""
     pid, started = previous.get("pid"), previous.get("started")
-    if not _alive(pid):
+    if not alive(pid):
         return f"took over the stale lock {path} of pid {pid}, which no longer runs"
     if started is not None and started == _start_time(pid):
         return f"took over the lock {path} of pid {pid}, which still runs but no longer holds it"
@@ -133,7 +134,7 @@ def _take(folder: Path, hint: str, owner: str | None) -> int:
             if previous.get("host") != mine["host"] and not retry:
                 raise _refusal(folder, previous, f"{hint} (on another host it cannot be "
                                f"checked; if it is not running, delete {path})")
-            if fcntl is None and _alive(previous.get("pid")):
+            if fcntl is None and alive(previous.get("pid")):
                 raise _refusal(folder, previous, hint)
             warnings.warn(_stale_warning(path, previous), UserWarning, stacklevel=4)
         record = {**mine, "since": time.strftime("%Y-%m-%d %H:%M:%S")}

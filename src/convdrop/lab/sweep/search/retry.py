@@ -29,6 +29,8 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
+from convdrop.lab.runs.lock import alive
+
 __all__ = ["HOST_ATTR", "PID_ATTR", "RETRY_ATTR", "claim", "requeue", "requeue_dead"]
 
 HOST_ATTR, PID_ATTR, RETRY_ATTR = "host", "pid", "retry_of"
@@ -46,15 +48,6 @@ def requeue(study: optuna.Study, number: int, params: dict[str, Any]) -> None:
     study.enqueue_trial(params, user_attrs={RETRY_ATTR: number}, skip_if_exists=False)
 
 
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
     return True
 
 
@@ -66,7 +59,7 @@ def requeue_dead(study: optuna.Study, storage: BaseStorage) -> list[int]:
     requeued = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         attrs = trial.user_attrs
-        if PID_ATTR not in attrs or attrs.get(HOST_ATTR) != host or _alive(attrs[PID_ATTR]):
+        if PID_ATTR not in attrs or attrs.get(HOST_ATTR) != host or alive(attrs[PID_ATTR]):
             continue  # not claimed yet, another host's, or still running
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
         try:
