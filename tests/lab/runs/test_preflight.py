@@ -85,8 +85,9 @@ def test_methods_alike_but_for_their_rate_build_one_model(monkeypatch) -> None:
     blocks = {f"b{k}": {"base": "dropblock", "p": 0.1, "block_size": k} for k in (3, 5)}
     chosen = ExperimentSpec(data="synthetic", methods=["control", *rates, *blocks],
                             method_options={**rates, **blocks}, model_options={"width": 4})
-    pf.check_models(chosen, pf.load_run_data(chosen, 0))
+    fresh, _ = pf.check_models(chosen, pf.load_run_data(chosen, 0))
     assert built == ["control", "d1", "b3", "b5"]
+    assert list(fresh) == chosen.methods  # every method's --weights keys, built or not
 
 
 def test_a_model_too_large_for_the_device_is_refused_naming_it() -> None:

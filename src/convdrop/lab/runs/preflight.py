@@ -64,19 +64,17 @@ def _model_name(spec: ExperimentSpec, method: str) -> str:
     return resolve(spec, method).model or spec.model
 
 
-def _alike(spec: ExperimentSpec, methods: Iterable[str]) -> list[str]:
-    """One method of each group that builds the same model but for its nonzero drop rate
-    (a sweep's points along p): a rate in (0, 1] sets the regularizers' rates, never what
-    is built, so a 1,000-point sweep builds a model per line, not per point."""
-    seen: set = set()
-    chosen = []
+def _alike(spec: ExperimentSpec, methods: Iterable[str]) -> dict[str, list[str]]:
+    """Groups of methods that build the same model but for their nonzero drop rate (a
+    sweep's points along p), each under its first method: a rate in (0, 1] sets the
+    regularizers' rates, never what is built, so a 1,000-point sweep builds a model per
+    line, not per point."""
+    groups: dict[tuple, list[str]] = {}
     for method in methods:
         resolved = resolve(spec, method)
         shape = (replace(resolved, p=float(resolved.p > 0)), spec.options_for(method).base)
-        if shape not in seen:
-            seen.add(shape)
-            chosen.append(method)
-    return chosen
+        groups.setdefault(shape, []).append(method)
+    return {group[0]: group for group in groups.values()}
 
 
 def check_models(spec: ExperimentSpec, data: Datasets, device: torch.device | None = None
@@ -90,7 +88,7 @@ def check_models(spec: ExperimentSpec, data: Datasets, device: torch.device | No
     device = device or resolve_device(spec.device)
     oversized: dict[int, tuple[int, list[str]]] = {}
     fresh = {}
-    for method in _alike(spec, spec.methods):
+    for method, group in _alike(spec, spec.methods).items():
         name = _model_name(spec, method)
         key = "model" if name == spec.model else f"methods.{method}.model"
         if ":" not in name and name not in models.names():
@@ -110,7 +108,7 @@ def check_models(spec: ExperimentSpec, data: Datasets, device: torch.device | No
             for block, side in oversized_blocks(model, example).items():
                 largest, methods = oversized.get(block, (0, []))
                 oversized[block] = (max(largest, side), [*methods, method])
-        fresh[method] = list(recipe.fresh_keys)
+        fresh.update(dict.fromkeys(group, list(recipe.fresh_keys)))  # same model, same keys
     note = oversized_warning(oversized)
     return fresh, [note] if note else []
 
