@@ -57,8 +57,9 @@ class RunPaths:
         try:
             inside = root.resolve().is_relative_to(out.resolve())
         except (RuntimeError, OSError):  # a loop of symbolic links, a name too long
-            where = "" if _io.unusable(out) else f"{root}: "
-            problem = _io.unusable(out) or _io.unusable(root) or "a loop of symbolic links"
+            of_out = _io.unusable(out)  # --out itself, else the run folder below it
+            where = "" if of_out else f"{root}: "
+            problem = of_out or _io.unusable(root) or "a loop of symbolic links"
             raise OutputError(f"--out {out}: {where}cannot use that path ({problem}); choose "
                               "another --out") from None
         if not inside:  # e.g. a symlink in the way
