@@ -94,8 +94,8 @@ def test_cli_search_confirms_on_fresh_seeds_and_writes_a_winner_train_reads(tmp_
     assert main(["sweep", *flags, "--seeds", "2", *SEARCH, "--trials", "3", "--confirm", "2",
                  "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "3 trials (random, pruner median) x 1 seed(s), then the best 2 and the control " \
-           "over 2 fresh seeds" in printed
+    assert "trials until the study holds 3 (random, pruner median, up to 1 at once on " \
+           "local) x 1 seed(s), then the best 2 and the control over 2 fresh seeds" in printed
     assert "trial 2: dropblock_scheduled-p" in printed
     assert "(the winner's curse)" in printed or "(no curse this time)" in printed
     results = json.loads((out / "results.json").read_text())
@@ -114,6 +114,17 @@ def test_cli_search_confirms_on_fresh_seeds_and_writes_a_winner_train_reads(tmp_
     assert main(["train", "--spec", str(out / "sweep_spec.toml"), "--seed", "7", "--epochs",
                  "1", "--out", str(tmp_path / "winner")]) == 0
     assert len(list((tmp_path / "winner" / "runs").glob("*/seed7/result.json"))) == 1
+
+
+def test_a_search_honours_require_overfit_on_its_confirmed_control(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["sweep", *FAST, *SEARCH, "--trials", "1", "--confirm", "1",
+                 "--require-overfit", "--out", str(out)]) == 3
+    captured = capsys.readouterr()
+    regime = next(line for line in captured.out.splitlines() if line.startswith("Regime: "))
+    assert captured.out.index(regime) < captured.out.index("report: ")
+    assert "convdrop sweep: --require-overfit: the control's regime is '" in captured.err
+    assert "## Regime (confirmation runs)" in (out / "report.md").read_text()
 
 
 def test_a_study_of_another_search_is_refused_naming_the_difference(tmp_path, capsys):
@@ -142,6 +153,9 @@ def test_a_study_of_another_search_is_refused_naming_the_difference(tmp_path, ca
     (["--search", "optuna", "--trials", "2", "--p", "0.05,0.3", "--adaptive"],
      "sweep.adaptive: successive halving"),
     (["--search", "optuna", "--trials", "2", "--p", "0.1"], "sweep: nothing to search"),
+    (["--search", "optuna", "--trials", "2", "--confirm", "0", "--require-overfit"],
+     "--require-overfit: a search judges it on the confirmation's control runs, and "
+     "--confirm 0 runs none"),
     (["--search", "optuna", "--trials", "2", "--sampler", "cmaes"],
      "argument --sampler: invalid choice 'cmaes'"),
 ])

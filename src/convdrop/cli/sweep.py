@@ -23,7 +23,7 @@ from convdrop._extras import missing
 from convdrop.cli import flags
 from convdrop.cli.compare import EXIT_NOT_OVERFIT, overfit_refusal
 from convdrop.errors import ArgumentError
-from convdrop.lab.runs.executors import chosen, open_executor
+from convdrop.lab.runs.executors import ExecutorSettings, chosen, open_executor
 from convdrop.lab.runs.preflight import preflight
 from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.sweep.expand import DEFAULT_MAX_RUNS, Sweep, build_sweep
@@ -105,11 +105,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("results") / f"sweep-{spec.name}"
     executor_name = chosen(where, spec, workers_flag=args.workers)
     if search is not None:
-        if executor_name == "ray":
-            raise ArgumentError("--executor ray: --search optuna runs its trials in this "
-                                "process or its worker pool for now; use --executor local "
-                                "or pool, or --storage URL from several machines")
-        return _run_search(args, sweep, out, search)
+        return _run_search(args, sweep, out, search, where, executor_name)
     notes = preflight(spec, out, range(spec.seeds))  # device, data, models, runs in --out
     console = Console(width=None if sys.stdout.isatty() else 120)
     with open_executor(where, spec) as executor:
@@ -147,20 +143,22 @@ def _search_settings(args: argparse.Namespace) -> SearchSettings | None:
                                 "leave it out for a grid")
         return None
     if "trials" not in chosen:
-        raise ArgumentError("--trials: required with --search optuna (the number of trials "
-                            "this process adds to the study, e.g. --trials 30)")
+        raise ArgumentError("--trials: required with --search optuna (the number of finished "
+                            "trials the study should hold, e.g. --trials 30)")
     if missing(("optuna",)):
         raise ArgumentError("--search optuna needs the 'optuna' extra (optuna is not "
                             "installed): pip install 'convdrop[optuna]'")
     return SearchSettings(**chosen)
 
 
-def _run_search(args: argparse.Namespace, sweep: Sweep, out: Path,
-                settings: SearchSettings) -> int:
-    """``--search optuna``: every check (the storage reached) before anything is printed."""
+def _run_search(args: argparse.Namespace, sweep: Sweep, out: Path, settings: SearchSettings,
+                where: ExecutorSettings, executor_name: str) -> int:
+    """``--search optuna``: every check (the storage reached) before anything is printed;
+    trials and confirmation run on the chosen executor."""
     import optuna  # the optuna extra, checked by _search_settings
     from rich.console import Console
 
+    from convdrop.lab.report import verdicts
     from convdrop.lab.sweep.report import verdict
     from convdrop.lab.sweep.search.report import curse_text
     from convdrop.lab.sweep.search.runner import open_search, run_search
@@ -168,6 +166,10 @@ def _run_search(args: argparse.Namespace, sweep: Sweep, out: Path,
     from convdrop.lab.sweep.search.study import check_url
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is ours
+    if sweep.spec.require_overfit and not (settings.confirm and sweep.control):
+        why = "--confirm 0 runs none" if not settings.confirm else "the sweep has no control"
+        raise ArgumentError("--require-overfit: a search judges it on the confirmation's "
+                            f"control runs, and {why}")
     if settings.storage:
         check_url(settings.storage)
     space_of(sweep.settings)
@@ -181,13 +183,25 @@ def _run_search(args: argparse.Namespace, sweep: Sweep, out: Path,
 
     then = (f"then the best {settings.confirm} and the control over {spec.seeds} fresh seeds"
             if settings.confirm else "no confirmation (--confirm 0)")
-    say(f"convdrop sweep --search optuna {spec.name}: {sweep.settings.method}, "
-        f"{settings.trials} trials ({settings.sampler}, pruner {settings.pruner}) x "
-        f"{settings.trial_seeds} seed(s), {then}, on {spec.data} / {spec.model}, "
-        f"{spec.epochs} epochs; study {opened.study.study_name!r} in {opened.where} -> {out}")
-    report_path, confirmation = run_search(opened, show_progress=not args.quiet, say=say)
+    with open_executor(where, spec) as executor:
+        if executor_name == "ray":  # the cluster first: what the trials will share
+            say(executor.describe())
+        say(f"convdrop sweep --search optuna {spec.name}: {sweep.settings.method}, trials "
+            f"until the study holds {settings.trials} ({settings.sampler}, pruner "
+            f"{settings.pruner}, up to {executor.slots} at once on {executor.name}) x "
+            f"{settings.trial_seeds} seed(s), {then}, on {spec.data} / {spec.model}, "
+            f"{spec.epochs} epochs; study {opened.study.study_name!r} in {opened.where} -> "
+            f"{out}")
+        report_path, confirmation = run_search(opened, show_progress=not args.quiet,
+                                               executor=executor, say=say)
+    control = confirmation.stats.regimes.get("control") if confirmation else None
+    if control is not None:  # is there anything to regularize? before the verdict
+        say(f"Regime: {verdicts.verdict(control)}.")
     if confirmation is not None:
         say(verdict(confirmation.sweep, confirmation.stats))
         say(curse_text(confirmation, shown_seeds(trial_seeds(settings))))
     say(f"report: {report_path}")
+    if spec.require_overfit and not (control and control.overfits):
+        print(overfit_refusal("sweep", control and control.kind, report_path), file=sys.stderr)
+        return EXIT_NOT_OVERFIT
     return 0

@@ -210,6 +210,35 @@ def test_an_adaptive_sweep_runs_on_ray(cluster, joined, tmp_path):
     assert {r["seed"] for r in results if r["method"] == "control"} == {0, 1, 2, 3}
 
 
+def test_a_search_trains_its_trials_side_by_side_and_confirms_on_ray(joined, tmp_path):
+    optuna = pytest.importorskip("optuna")
+    from optuna.trial import TrialState
+
+    from convdrop.lab.sweep.search.runner import open_search, run_search
+    from convdrop.lab.sweep.search.settings import SearchSettings
+
+    sweep = build_sweep(overrides={**TINY, "train_size": 24, "image_size": 16, "epochs": 3,
+                                   "seeds": 2, "workers": 1},
+                        sweep_overrides={"p": [0.05, 0.3], "block_size": [1, 3]})
+    settings = SearchSettings(trials=4, sampler="random", pruner="none", confirm=1,
+                              sampler_seed=0)
+    opened = open_search(sweep, tmp_path, settings)
+    report, confirmation = run_search(opened, show_progress=False, executor=joined)
+    trials = optuna.load_study(study_name="sweep", storage=opened.storage).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    starts = [t.datetime_start for t in trials]
+    ends = [t.datetime_complete for t in trials]
+    assert starts[1] < ends[0]  # two slots: trial 1 began before trial 0 ended
+    for trial in trials:  # each trial's value is its run's, trained by a Ray task
+        result = json.loads((tmp_path / "runs" / trial.user_attrs["setting"] / "seed0"
+                             / "result.json").read_text())
+        assert trial.value == result["val_acc"]
+    assert {(r["method"], r["seed"]) for r in confirmation.results} == {
+        (m, s) for m in confirmation.sweep.spec.methods for s in (1000, 1001)}
+    assert "- executor: ray at" in report.read_text()
+    assert not (tmp_path / TOKEN_NAME).exists() and not (tmp_path / ".convdrop.lock").exists()
+
+
 def test_ctrl_c_stops_every_ray_process_and_a_rerun_resumes(joined, tmp_path, long_reference):
     """SIGINT to the process group, as a terminal's Ctrl-C sends it, while runs train."""
     temp = Path(tempfile.mkdtemp(prefix="cdray", dir="/tmp"))  # this command's Ray lives here

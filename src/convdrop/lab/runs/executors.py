@@ -72,19 +72,26 @@ class Executor(Protocol):
 
     name: str
     threads: int | None  # torch threads of each run; None: this process's
+    slots: int  # runs it executes at once
 
     def describe(self) -> str:
         """One line for the console and the report: where runs execute."""
 
     def run(self, spec: ExperimentSpec, runs: list[tuple[str, int]], out: Path, *,
             advance: Advance, show: Show) -> list[dict[str, Any]]:
-        """Execute every run (resuming, skipping finished ones); results in ``runs`` order."""
+        """Execute every run (resuming, skipping finished ones); results in ``runs`` order.
+
+        ``advance`` gets the epochs finished since its last call; the pool and Ray also
+        call it with 0 while they wait on other processes. An error it raises (a pruned
+        trial, a stop) ends the runs still going, which keep their last checkpoint, and goes
+        on up. Several threads may call ``run`` at once (a search's trials side by side, up
+        to ``slots``)."""
 
 
 class LocalExecutor:
     """One run at a time in this process."""
 
-    name, threads = "local", None
+    name, threads, slots = "local", None, 1
 
     def describe(self) -> str:
         return f"local: one run at a time in this process ({torch.get_num_threads()} torch " \
@@ -132,7 +139,7 @@ class PoolExecutor:
     name = "pool"
 
     def __init__(self, workers: int) -> None:
-        self.workers = workers
+        self.workers = self.slots = workers
         self.threads = max(1, (os.cpu_count() or 1) // workers)
 
     def describe(self) -> str:
@@ -143,8 +150,8 @@ class PoolExecutor:
             advance: Advance, show: Show) -> list[dict[str, Any]]:
         jobs = [(spec.model_dump_json(), method, seed, str(out), _device_for(spec, i))
                 for i, (method, seed) in enumerate(runs)]
-        return run_jobs(_execute_reporting, jobs, processes=spec.workers, threads=self.threads,
-                        on_event=advance,
+        return run_jobs(_execute_reporting, jobs, processes=min(spec.workers, len(runs)),
+                        threads=self.threads, on_event=advance, idle=lambda: advance(0),
                         describe=lambda i: f"run {runs[i][0]} seed {runs[i][1]}")
 
 

@@ -25,6 +25,7 @@ import math
 import os
 import socket
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -127,6 +128,8 @@ class RayExecutor:
         self.threads = max(1, int(self.cpus))
         self.device = "cpu" if self.gpus == 0 and spec.device == "auto" else spec.device
         self.slots = _slots(self.nodes, self.cpus, self.gpus)
+        self._tokens: dict[Path, tuple[str, int]] = {}  # out -> (token, calls using it)
+        self._token_lock = threading.Lock()
         if self.slots == 0:
             largest = max(self.nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)),
                           default={})
@@ -148,16 +151,30 @@ class RayExecutor:
         task = self.ray.remote(_task)
         spec_json, node_out = spec.model_dump_json(), str(self.node_out or out)
         meter = shared_out.Meter(out, runs, spec.epochs)
-        try:
-            token = shared_out.write_token(out)
+        with self._token(out) as token:
             refs = [task.options(name=f"convdrop {method}/seed{seed}", num_cpus=self.cpus,
                                  num_gpus=self.gpus, max_retries=MAX_RETRIES,
                                  retry_exceptions=False).remote(
                         spec_json, method, seed, node_out, token, self.threads, self.device)
                     for method, seed in runs]
             return self._collect(refs, runs, meter, advance, show)
+
+    @contextmanager
+    def _token(self, out: Path) -> Iterator[str]:
+        """``out``'s token, written by the first of the calls running at once and removed
+        by the last (a search's trials share it)."""
+        with self._token_lock:
+            token, users = self._tokens.get(out) or (shared_out.write_token(out), 0)
+            self._tokens[out] = (token, users + 1)
+        try:
+            yield token
         finally:
-            shared_out.remove_token(out)
+            with self._token_lock:
+                token, users = self._tokens.pop(out)
+                if users > 1:
+                    self._tokens[out] = (token, users - 1)
+                else:
+                    shared_out.remove_token(out)
 
     def _collect(self, refs: list[Any], runs: list[tuple[str, int]], meter: shared_out.Meter,
                  advance: Callable[[int], None], show: Callable[[str], None]

@@ -128,13 +128,15 @@ def _raise_error(message: tuple, describe: Callable[[int], str]) -> None:
 
 
 def run_jobs(job: Callable[..., Any], jobs: Sequence[tuple], *, processes: int, threads: int,
-             on_event: Callable[[Any], None], describe: Callable[[int], str]) -> list[Any]:
+             on_event: Callable[[Any], None], describe: Callable[[int], str],
+             idle: Callable[[], None] | None = None) -> list[Any]:
     """``[job(*args, report=...) for args in jobs]`` over ``processes`` spawned workers.
 
     ``job`` must be a module-level function; ``report(value)`` in a worker calls
     ``on_event(value)`` here. A job's :class:`UserError` is raised here as it is; any
     other error becomes a ``RuntimeError`` with the worker's traceback. ``describe(i)``
-    names job ``i`` in messages.
+    names job ``i`` in messages. ``idle()`` is called every half second without news; an
+    error it raises (as from ``on_event``) stops the workers and goes on up.
     """
     context = multiprocessing.get_context("spawn")
     todo, events = context.Queue(), context.Queue()
@@ -154,6 +156,8 @@ def run_jobs(job: Callable[..., Any], jobs: Sequence[tuple], *, processes: int, 
             try:
                 message = events.get(timeout=0.5)
             except queue.Empty:
+                if idle is not None:
+                    idle()
                 problem = _problem(workers, len(results), len(jobs))
                 if problem is None:
                     continue
@@ -189,10 +193,16 @@ def _problem(workers: Sequence[Any], done: int, total: int) -> WorkerDied | None
 
 @contextmanager
 def _sigint_ignored() -> Iterator[None]:
-    """SIGINT ignored within the block (main thread only), so processes started in it
-    begin with it ignored, before Python would print a traceback for it in them."""
+    """SIGINT ignored within the block, so processes started in it begin with it ignored,
+    before Python would print a traceback for it in them. Only the main thread may change
+    a handler; another thread (a search running trials side by side) blocks SIGINT in its
+    own mask instead, which the processes it starts inherit."""
     if threading.current_thread() is not threading.main_thread():
-        yield
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         return
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:

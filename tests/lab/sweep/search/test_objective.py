@@ -4,6 +4,7 @@ is the one a grid point with the same values would have."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import optuna
@@ -50,12 +51,12 @@ def _train(study: optuna.Study, tmp_path: Path, accuracy: float, offset: int = 0
     """Feed a run's epochs to the progress callback as a run would; the epoch it stopped."""
     trial = study.ask()
     paths = RunPaths.of(tmp_path, f"setting{trial.number}", 0)
-    progress = _pruning(trial, paths, offset)
-    progress(0, EPOCHS)
+    advance = _pruning(trial, paths, offset, EPOCHS)
+    advance(0)  # an executor's idle call: nothing new
     for epoch in range(1, EPOCHS + 1):
         _write_metrics(paths, [accuracy] * epoch)
         try:
-            progress(epoch, EPOCHS)
+            advance(1)
         except optuna.TrialPruned as pruned:
             assert f"after epoch {epoch} of setting{trial.number}/seed0" in str(pruned)
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -85,10 +86,20 @@ def test_the_second_seed_reports_after_the_first(tmp_path):
     trial = study.ask()
     paths = RunPaths.of(tmp_path, "s", 1)
     _write_metrics(paths, [0.3, 0.4])
-    progress = _pruning(trial, paths, offset=EPOCHS)
-    progress(2, EPOCHS)
-    progress(2, EPOCHS)  # a repeated call reports nothing new (Optuna would warn)
+    advance = _pruning(trial, paths, offset=EPOCHS, epochs=EPOCHS)
+    advance(2)  # a resumed run: both epochs at once
+    advance(0)  # an idle call reports nothing new (Optuna would warn)
     assert study.trials[0].intermediate_values == {EPOCHS + 1: 0.3, EPOCHS + 2: 0.4}
+
+
+def test_a_stopped_search_ends_its_trial_at_the_next_call(tmp_path):
+    study = optuna.create_study(direction="maximize")
+    stop = threading.Event()
+    advance = _pruning(study.ask(), RunPaths.of(tmp_path, "s", 0), 0, EPOCHS, stop)
+    advance(0)
+    stop.set()
+    with pytest.raises(KeyboardInterrupt, match="stopped while s/seed0 trained"):
+        advance(0)
 
 
 @pytest.mark.parametrize("values, name", [

@@ -98,16 +98,16 @@ def test_two_processes_share_one_study_on_postgresql(postgres_url, tmp_path):
         [sys.executable, "-m", "convdrop", "sweep", *TINY, "--storage", postgres_url,
          "--trials", str(trials), "--sampler-seed", str(seed), "--out", str(tmp_path / name)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        for name, trials, seed in (("one", 2, 1), ("two", 1, 2))]  # as on two machines
+        for name, trials, seed in (("one", 4, 1), ("two", 4, 2))]  # as on two machines
     for process in processes:
         _, err = process.communicate(timeout=TIMEOUT_S)
         assert process.returncode == 0, err
     study = optuna.load_study(study_name="shared", storage=url_storage(postgres_url))
     trials = study.get_trials(deepcopy=False)
-    assert sorted(t.number for t in trials) == [0, 1, 2]
+    # both stop once the study holds 4; two that ask at the same moment may add one
+    assert sorted(t.number for t in trials) in ([0, 1, 2, 3], [0, 1, 2, 3, 4])
     assert all(t.state == TrialState.COMPLETE for t in trials)
-    assert sorted([t.user_attrs[PID_ATTR] for t in trials].count(p.pid)
-                  for p in processes) == [1, 2]
+    assert {t.user_attrs[PID_ATTR] for t in trials} <= {p.pid for p in processes}
     for name in ("one", "two"):  # each reports the study as it stood when it finished
         assert "- storage: postgresql://postgres@127.0.0.1" in (
             tmp_path / name / "report.md").read_text()

@@ -13,6 +13,7 @@ is measured per setting: the search's estimate minus the confirmed mean.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from optuna.trial import TrialState
 
 from convdrop.lab.report.stats import summarize
 from convdrop.lab.runs import runner
+from convdrop.lab.runs.executors import Executor
 from convdrop.lab.runs.run import check_run
 from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.sweep.expand import Point, Sweep
@@ -133,12 +135,18 @@ def curses(chosen: Sequence[Candidate], results: Sequence[Mapping[str, Any]]) ->
 
 
 def run_confirmation(sweep: Sweep, chosen: Sequence[Candidate], out: Path,
-                     seeds: Sequence[int], *, show_progress: bool = True) -> Confirmation:
-    """Run (or resume) the confirmation in ``out`` and analyse it. Every run already there
-    is read back and checked before one trains."""
+                     seeds: Sequence[int], *, show_progress: bool = True,
+                     executor: Executor | None = None) -> Confirmation:
+    """Run (or resume) the confirmation in ``out`` on ``executor`` (default: as a grid
+    would) and analyse it, with each setting's regime (the control's says whether there
+    was anything to regularize). Every run already there is read back and checked before
+    one trains."""
     confirming = confirmation_sweep(sweep, chosen)
     for method, seed in runner.grid(confirming.spec, seeds):
         check_run(confirming.spec, method, seed, out)
-    results = runner.run_grid(confirming.spec, out, show_progress=show_progress, seeds=seeds)
+    results = runner.run_grid(confirming.spec, out, show_progress=show_progress, seeds=seeds,
+                              executor=executor)
     stats = analyse_confirmation(confirming, results, seeds)
+    stats = dataclasses.replace(stats, regimes=runner.regimes(
+        out, summarize(results, control="control")))
     return Confirmation(confirming, stats, results, list(seeds), curses(chosen, results))

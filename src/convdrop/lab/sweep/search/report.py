@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 
 from convdrop import _io
 from convdrop._tables import markdown_table
+from convdrop.lab.report import verdicts
 from convdrop.lab.spec.experiment import ExperimentSpec
 from convdrop.lab.spec.to_toml import spec_to_toml
 from convdrop.lab.sweep.report import point_rows, verdict
@@ -97,7 +98,9 @@ def _confirmation_parts(confirmation: Confirmation | None, trial_seeds: str) -> 
                 "search's own estimates, biased upwards for the best of them; no setting is "
                 "called best until it is confirmed on fresh seeds.\n"]
     seeds = confirmation.seeds
-    parts = ["## Verdict\n", f"From the confirmation runs only (seeds {shown_seeds(seeds)}):\n\n"
+    parts = ["## Regime (confirmation runs)\n", verdicts.section(confirmation.stats.regimes)] \
+        if confirmation.stats.regimes else []
+    parts += ["## Verdict\n", f"From the confirmation runs only (seeds {shown_seeds(seeds)}):\n\n"
              + verdict(confirmation.sweep, confirmation.stats) + "\n\n"
              + curse_text(confirmation, trial_seeds) + "\n"]
     header, rows = curse_rows(confirmation.curses, trial_seeds)

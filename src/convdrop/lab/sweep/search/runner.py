@@ -1,9 +1,10 @@
 """A search from start to report: open the study, add trials, confirm, write everything.
 
 :func:`open_search` connects to the storage and opens the study (refusing one of another
-search) before anything trains; :func:`run_search` then adds ``--trials`` trials in this
-process (Optuna's ``n_trials``: several processes on one study each add theirs), queues
-interrupted trials again, confirms the best settings on fresh seeds and writes, into
+search) before anything trains; :func:`run_search` then adds trials until the study holds
+``--trials`` finished ones (so a rerun resumes, and several processes on one study stop
+together), up to the executor's ``slots`` side by side, queues interrupted trials again,
+confirms the best settings on fresh seeds on the same executor and writes, into
 ``--out``: ``report.md``, ``trials.csv``, ``confirmation.csv``, ``results.json`` and
 ``summary.csv`` (the confirmation runs), ``search.json``, ``config.json``,
 ``optimization_history.png``, ``param_importances.png`` and ``sweep_spec.toml`` (the
@@ -15,16 +16,17 @@ the first already ran.
 
 from __future__ import annotations
 
-import os
+import dataclasses
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
@@ -32,6 +34,7 @@ from convdrop import _io
 from convdrop.errors import OutputError, RunFolderError
 from convdrop.lab.report import writer as report
 from convdrop.lab.runs import lock, provenance
+from convdrop.lab.runs.executors import Executor
 from convdrop.lab.runs.workers import sigterm_as_interrupt
 from convdrop.lab.sweep.expand import Probe, Sweep, budget_probe
 from convdrop.lab.sweep.report import write_sweep_csv
@@ -116,7 +119,21 @@ def _hold_waiting(out: Path, say: Callable[[str], None]) -> Iterator[None]:
         return
 
 
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+
+
+def _room(study: optuna.Study, target: int) -> bool:
+    """Whether the study holds fewer than ``target`` finished or running trials."""
+    return len(study.get_trials(deepcopy=False, states=COUNTED)) < target
+
+
 def _trials(opened: Opened, say: Callable[[str], None]) -> None:
+    """Add trials until the study holds ``--trials`` finished (complete or pruned) ones,
+    up to ``executor.slots`` at a time; this process stops early once ``--trials`` of its
+    own trials failed (a setting that diverges, a run folder another process holds)."""
+    search, study = opened.search, opened.study
+    target, failed = search.settings.trials, [0]
+
     def after(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         requeue_dead(study, opened.storage)
         steps = trial.intermediate_values
@@ -126,34 +143,68 @@ def _trials(opened: Opened, say: Callable[[str], None]) -> None:
             how = f"pruned after step {max(steps)} ({100 * steps[max(steps)]:.2f} % val)"
         else:
             how = trial.state.name.lower()
+            failed[0] += int(trial.state == TrialState.FAIL)
         say(f"trial {trial.number}: {trial.user_attrs.get('setting', '?')}: {how}")
 
-    requeued = requeue_dead(opened.study, opened.storage)
+    requeued = requeue_dead(study, opened.storage)
     if requeued:
         say(f"queued again the interrupted trial(s) {requeued}")
-    with _threads_of(opened.search.sweep.spec.workers):
-        opened.study.optimize(make_objective(opened.search),
-                              n_trials=opened.search.settings.trials, catch=(RunFolderError,),
-                              callbacks=[after], gc_after_trial=False)
+    objective = make_objective(search)
+
+    def one(asked: threading.Event) -> None:
+        def started(trial: optuna.Trial) -> float:
+            asked.set()  # in the storage now: the next _room counts it
+            return objective(trial)
+
+        try:
+            study.optimize(started, n_trials=1, catch=(RunFolderError,), callbacks=[after],
+                           gc_after_trial=False)
+        finally:
+            asked.set()
+
+    def more() -> bool:
+        return failed[0] < target and _room(study, target)
+
+    if search.executor.slots == 1:
+        while more():
+            one(threading.Event())
+        return
+    _side_by_side(one, more, search.executor.slots, search.stop)
 
 
-@contextmanager
-def _threads_of(workers: int) -> Iterator[None]:
-    """Trials train in this process with the CPU threads a grid worker of the spec's
-    ``workers`` has (``workers`` is part of every run key: it changes the float sums)."""
-    previous = torch.get_num_threads()
-    if workers > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+def _side_by_side(one: Callable[[threading.Event], None], more: Callable[[], bool],
+                  slots: int, stop: threading.Event) -> None:
+    """Run ``one(asked)`` in up to ``slots`` threads while ``more()``; each new trial waits
+    until the previous one is in the storage (``asked``), so ``more`` counts it. An error
+    or Ctrl-C sets ``stop``: the other trials end at their next progress call (within a
+    second on the pool and on Ray), queue themselves again, and the error goes on up."""
+    futures: set[Future] = set()
+    with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="convdrop-trial") as pool:
+        try:
+            while True:
+                while len(futures) < slots and more():
+                    asked = threading.Event()
+                    futures.add(pool.submit(one, asked))
+                    asked.wait()
+                if not futures:
+                    return
+                done, futures = wait(futures, return_when=FIRST_COMPLETED)
+                for future in done:
+                    future.result()
+        except BaseException:
+            stop.set()
+            wait(futures)
+            raise
 
 
-def run_search(opened: Opened, *, show_progress: bool = True,
+def run_search(opened: Opened, *, show_progress: bool = True, executor: Executor | None = None,
                say: Callable[[str], None] = lambda line: None) -> tuple[Path, Confirmation | None]:
     """Add the trials, confirm and write every output; returns the report and the
-    confirmation (None with ``--confirm 0``)."""
+    confirmation (None with ``--confirm 0``). ``executor`` trains the trials' and the
+    confirmation's runs (default: this process, one at a time)."""
+    if executor is not None:
+        opened = dataclasses.replace(opened, search=dataclasses.replace(opened.search,
+                                                                        executor=executor))
     search, out = opened.search, prepare_out(opened.search.out)
     started = time.perf_counter()
     try:
@@ -164,7 +215,7 @@ def run_search(opened: Opened, *, show_progress: bool = True,
                 chosen = candidates(trials, search.settings.confirm)
                 confirmation = run_confirmation(
                     search.sweep, chosen, out, confirmation_seeds(search.sweep.spec.seeds),
-                    show_progress=show_progress) if chosen else None
+                    show_progress=show_progress, executor=search.executor) if chosen else None
                 path = _write(opened, trials, confirmation, time.perf_counter() - started)
     except OutputError as err:
         raise OutputError(f"--out {out}: {err}") from err
@@ -176,7 +227,7 @@ def _search_info(opened: Opened) -> dict[str, Any]:
     confirm = shown_seeds(confirmation_seeds(sweep.spec.seeds))
     return {"study": opened.study.study_name, "storage": opened.where,
             "sampler": settings.sampler, "pruner": settings.pruner,
-            "trials added by this process": settings.trials,
+            "trials": f"until the study holds {settings.trials} finished",
             "trial seeds": shown_seeds(trial_seeds(settings)),
             "confirmation": f"the best {settings.confirm} settings and the control over seeds "
                             f"{confirm}" if settings.confirm else "none",
@@ -218,7 +269,8 @@ def _write(opened: Opened, trials: list, confirmation: Confirmation | None,
         if toml is not None:
             _io.write_text(out / SPEC_FILE, toml)
     spec = sweep.spec
-    run_info = provenance.run_info(spec, wall)
+    run_info = provenance.run_info(spec, wall, executor=opened.search.executor,
+                                   results=confirmation.results if confirmation else ())
     finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     run_info["runs"] = (f"{finished} finished trials ({len(trials)} in the study) x "
                         f"{opened.search.settings.trial_seeds} seed(s), then "

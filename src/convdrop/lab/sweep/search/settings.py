@@ -27,8 +27,9 @@ class SearchSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    trials: int | None = Field(None, ge=1, description="trials this process adds to the "
-                               "study (Optuna's n_trials; required with --search optuna)")
+    trials: int | None = Field(None, ge=1, description="finished trials the study should "
+                               "hold: a process adds trials until it does, so a rerun "
+                               "resumes (required with --search optuna)")
     sampler: Literal["tpe", "random", "grid"] = Field(
         "tpe", description="how trials are proposed: tpe, random, or grid (the [sweep] "
         "table's listed values, one combination a trial)")
