@@ -77,6 +77,19 @@ def test_a_bug_shows_its_traceback_and_asks_for_a_report(tmp_path, capsys, monke
     assert last.startswith("convdrop compare: internal error: this is a bug") and "report" in last
 
 
+def test_output_into_a_closed_pipe_ends_quietly_with_141():
+    """``convdrop presets | head -1`` where head is gone before the first line is written."""
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader is gone before convdrop writes a byte
+    try:
+        done = subprocess.run([sys.executable, "-m", "convdrop", "presets"], stdout=writer,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(writer)
+    assert done.returncode == cli.EXIT_BROKEN_PIPE == 141
+    assert done.stderr == ""
+
+
 @pytest.mark.parametrize("argv", [["masks", "--p", "2"], ["bench", "--block-size", "0"],
                                   ["correlation", "--trials", "0"]])
 def test_bad_flags_of_bench_masks_and_correlation_are_one_line_errors(

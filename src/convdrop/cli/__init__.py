@@ -12,6 +12,9 @@ other exception is a bug: its traceback shows, then a line asking to report it.
 ``CONVDROP_DEBUG=1`` shows the traceback behind a user error too. A warning is one
 line too, ``convdrop CMD: warning: ...``, without the source line Python adds.
 
+Output into a pipe that closed early (``convdrop presets | head -1``) ends the command
+quietly with 141, as a process killed by SIGPIPE would.
+
 Ctrl-C exits with 130. Only the first press interrupts; later ones are ignored, so the
 cleanup the first starts (workers stopped, locks released) runs to its end, and a second
 press cannot escape as an uncaught ``KeyboardInterrupt`` (exit status -2).
@@ -49,6 +52,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 EXIT_USER_ERROR = 2  # as argparse
 EXIT_BUG = 1  # as an uncaught exception
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 128 + int(getattr(signal, "SIGPIPE", 13))  # 141, as a shell reports it
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,7 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     prefix = f"convdrop {args.command}"
     try:
-        return _run(args)
+        code = _run(args)
+        sys.stdout.flush()  # a pipe that closed early fails here, not at exit
+        return code
     except UserError as err:
         if os.environ.get("CONVDROP_DEBUG"):
             traceback.print_exc()
@@ -139,11 +145,23 @@ def _main(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"{prefix}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader is gone: nothing more to say, and nowhere to say it
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except Exception:  # a bug: its traceback, and how to report it
         traceback.print_exc()
         print(f"{prefix}: internal error: this is a bug in convdrop; please report it with "
               "the traceback above and the command that ran", file=sys.stderr)
         return EXIT_BUG
+
+
+def _silence_stdout() -> None:
+    """Point stdout at the null device, so the flush at exit cannot fail again."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real stdout (a test's capture): nothing to flush
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover
