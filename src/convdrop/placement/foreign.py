@@ -13,6 +13,9 @@ Expected drop per library, for a (N, C, *spatial) input:
 - timm ``DropBlock2d``: the paper's seed rate times ``gamma_scale``, but seeds may fall
   anywhere on the map, so small maps drop far more than ``drop_prob`` (0.93 on a 7x7 map
   with block 7 at ``drop_prob=0.1``). The budget shows that real fraction.
+- the ``dropblock`` package's ``DropBlock2D``/``DropBlock3D``: seed rate
+  ``drop_prob / block_size**d`` anywhere on the map, blocks never clipped, one mask per
+  sample, so it drops less than ``drop_prob`` (0.055 on a 7x7 map with block 7 at 0.1).
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ class Regularization:
 
     Attributes:
         kind: "dropblock", "spatial_dropout", "dropout", "drop_path" or "stochastic_depth".
-        source: "convdrop", "torch", "timm" or "torchvision".
+        source: "convdrop", "torch", "timm", "torchvision" or "dropblock" (the package).
         rate: the attribute that holds its drop probability ("p" or "drop_prob").
     """
 
@@ -60,6 +63,8 @@ _LIBRARIES: dict[tuple[str, str], tuple[str, str]] = {
     ("torchvision.", "StochasticDepth"): ("stochastic_depth", "p"),
     ("torchvision.", "DropBlock2d"): ("dropblock", "p"),
     ("torchvision.", "DropBlock3d"): ("dropblock", "p"),
+    ("dropblock.", "DropBlock2D"): ("dropblock", "drop_prob"),
+    ("dropblock.", "DropBlock3D"): ("dropblock", "drop_prob"),
 }
 _CHANNEL_DROPOUTS = (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 
@@ -130,12 +135,23 @@ def _timm_dropblock(module: nn.Module, spatial: tuple[int, ...], p: float) -> fl
     return float(1.0 - np.exp(cover * math.log1p(-gamma)).mean())
 
 
+def _package_dropblock(module: nn.Module, spatial: tuple[int, ...], p: float) -> float:
+    """The ``dropblock`` package: seeds at ``p / k**d`` anywhere, blocks never clipped."""
+    k = int(module.block_size)
+    gamma = p / k ** len(spatial)
+    if gamma >= 1.0:
+        return 1.0
+    cover = functools.reduce(np.multiply.outer, [_timm_cover(side, k) for side in spatial])
+    return float(1.0 - np.exp(cover * math.log1p(-gamma)).mean())
+
+
 def expected_fraction(module: nn.Module, shape: Sequence[int]) -> float:
     """Expected fraction of a (N, C, *spatial) input of ``shape`` that ``module`` drops.
 
     ``p`` for dropout, spatial dropout, DropPath, stochastic depth and calibrated
     DropBlock; the exact fraction of the paper's seed rate for ``calibrated=False`` and
-    torchvision's DropBlock; timm's DropBlock with its seeds anywhere on the map.
+    torchvision's DropBlock; timm's and the ``dropblock`` package's with their seeds
+    anywhere on the map.
     """
     info = describe(module)
     p = get_rate(module) or 0.0
@@ -144,6 +160,8 @@ def expected_fraction(module: nn.Module, shape: Sequence[int]) -> float:
     spatial = tuple(shape[2:])
     if info.source == "timm":
         return _timm_dropblock(module, spatial, p)
+    if info.source == "dropblock":
+        return _package_dropblock(module, spatial, p)
     if info.source == "convdrop" and module.calibrated:
         return p
     size = module.block_size
