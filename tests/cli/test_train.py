@@ -40,11 +40,35 @@ def test_train_writes_a_compare_run_and_skips_it_when_finished(tmp_path, capsys)
     capsys.readouterr()
     assert main([*ARGS[:-1], "--epochs", "2", "--out", str(out)]) == 0
     assert "already holds this finished run" in capsys.readouterr().out
-    # compare with the same settings (one process, as train) finds the run finished.
+    # compare with the same settings (its default two worker processes on the bundled
+    # data, as train keeps in the key) finds the run finished.
     spec = build_spec(overrides={"data": "synthetic", "train_size": 48, "batch_size": 16,
-                                 "epochs": 2, "methods": [METHOD], "model_options": {"width": 8},
-                                 "workers": 1})
+                                 "epochs": 2, "methods": [METHOD], "model_options": {"width": 8}})
+    assert spec.workers == 2
     assert execute(spec, METHOD, 0, out) == {k: v for k, v in result.items() if k != "sha256"}
+
+
+def test_compare_and_train_share_runs_both_ways(tmp_path, capsys):
+    """compare's pool runs are train's, and train's are compare's: same key, same threads."""
+    out = tmp_path / "out"
+    flags = ["--data", "synthetic", "--train-size", "24", "--batch-size", "12",
+             "--model-option", "width=4", "--epochs", "2"]
+    assert main(["compare", *flags, "--quiet", "--methods", "control,dropout", "--seeds", "1",
+                 "--out", str(out)]) == 0
+    compared = json.loads(RunPaths.of(out, "control", 0).result.read_text())
+    capsys.readouterr()
+    assert main(["train", *flags, "--method", "control", "--out", str(out)]) == 0
+    assert "already holds this finished run" in capsys.readouterr().out
+    assert main(["train", *flags, "--method", "control", "--seed", "1", "--out",
+                 str(out)]) == 0
+    trained = json.loads(RunPaths.of(out, "control", 1).result.read_text())
+    capsys.readouterr()
+    assert main(["compare", *flags, "--quiet", "--methods", "control,dropout", "--seeds", "2",
+                 "--out", str(out)]) == 0
+    results = {(r["method"], r["seed"]): r
+               for r in json.loads((out / "results.json").read_text())}
+    for got, written in ((results[("control", 0)], compared), (results[("control", 1)], trained)):
+        assert got == {k: v for k, v in written.items() if k != "sha256"}
 
 
 def test_an_unfinished_run_needs_resume_and_continues_the_ramp(tmp_path, capsys):

@@ -5,7 +5,9 @@ file and flags, layered by :func:`convdrop.lab.spec.experiment.build_spec`), and
 are those of one run: ``OUT/runs/<method>/seed<S>/`` holds ``metrics.csv``,
 ``config.json``, ``checkpoint.pt`` while unfinished and ``result.json`` at the end
 (test and train accuracy, epochs, world size). So ``convdrop compare`` with the same
-spec and ``--out`` finds those runs finished and only writes its report.
+spec and ``--out`` finds those runs finished and only writes its report, and the reverse:
+the spec's ``workers`` (2 on the bundled data) stays in the run's key, and a run in one
+process computes with the torch threads one of those worker processes has.
 
 Started as ``torchrun --nproc-per-node K -m convdrop train ...`` the same command
 trains with DistributedDataParallel over K processes (see :mod:`convdrop.lab.train.distributed`);
@@ -24,10 +26,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+import torch
 from pydantic import Field
 
 from convdrop.cli import flags
 from convdrop.errors import ArgumentError, OutputError
+from convdrop.lab.runs.executors import worker_threads
 from convdrop.lab.runs.preflight import preflight
 from convdrop.lab.runs.run import check_run, discard_run, execute
 from convdrop.lab.spec.base_methods import BASE_METHODS
@@ -53,7 +57,7 @@ class StopRequested(Exception):
 def train_spec(args: argparse.Namespace) -> tuple[ExperimentSpec, str]:
     """The spec of this one run (``methods=[method]``, one seed) and its method."""
     chosen = {"methods": [args.method]} if args.method else {}
-    spec = flags.spec_from_args(args, seeds=1, workers=1, **chosen)
+    spec = flags.spec_from_args(args, seeds=1, **chosen)
     if len(spec.methods) != 1:
         raise ArgumentError(f"--method is required: the spec lists {len(spec.methods)} "
                             f"methods {spec.methods}; pick one")
@@ -128,10 +132,15 @@ def _run(args: argparse.Namespace, spec: ExperimentSpec, method: str) -> int:
         if dist.is_writer:
             write_config(paths, spec, method, args.seed, world_size=dist.world_size,
                          sync_bn=args.sync_bn)
+        threads = worker_threads(spec.workers) if dist.world_size == 1 else \
+            torch.get_num_threads()  # under torchrun, its OMP_NUM_THREADS
         say(f"convdrop train {method} seed {args.seed} on {spec.data} / {spec.model}, "
-            f"{spec.epochs} epochs, world size {dist.world_size} -> {paths.root}")
+            f"{spec.epochs} epochs, world size {dist.world_size}, {threads} torch thread(s) "
+            f"-> {paths.root}")
         for note in notes:  # e.g. which --weights tensors stay fresh
             say(note)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
         try:
             result = execute(spec, method, args.seed, Path(args.out), dist=dist,
                              sync_bn=args.sync_bn,
@@ -139,6 +148,8 @@ def _run(args: argparse.Namespace, spec: ExperimentSpec, method: str) -> int:
         except StopRequested as stop:
             say(f"stopped after epoch {stop.args[0]} (--stop-after); continue with --resume")
             return 0
+        finally:
+            torch.set_num_threads(previous)
         return _summary(result, paths, say)
 
 

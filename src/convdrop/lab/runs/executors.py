@@ -33,7 +33,7 @@ from convdrop.lab.runs.workers import run_jobs
 from convdrop.lab.spec.experiment import ExperimentSpec
 
 __all__ = ["EXECUTOR_FIELDS", "Executor", "ExecutorSettings", "LocalExecutor",
-           "PoolExecutor", "chosen", "open_executor"]
+           "PoolExecutor", "chosen", "open_executor", "worker_threads"]
 
 EXECUTOR_FIELDS = ("executor", "ray_address", "cpus_per_run", "gpus_per_run")
 RAY_ONLY = ("ray_address", "cpus_per_run", "gpus_per_run")
@@ -118,6 +118,12 @@ def _deltas(advance: Callable[[int], None]) -> Callable[[int, int], None]:
     return progress
 
 
+def worker_threads(workers: int) -> int:
+    """Torch threads of each of ``workers`` processes on this machine: its share of the
+    cores (``workers`` is in every run key for this reason: it changes the float sums)."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
 def _device_for(spec: ExperimentSpec, index: int) -> str:
     """Spread workers over GPUs when several are present and the device allows it."""
     if spec.workers > 1 and spec.device in ("auto", "cuda") and torch.cuda.device_count() > 1:
@@ -140,7 +146,7 @@ class PoolExecutor:
 
     def __init__(self, workers: int) -> None:
         self.workers = self.slots = workers
-        self.threads = max(1, (os.cpu_count() or 1) // workers)
+        self.threads = worker_threads(workers)
 
     def describe(self) -> str:
         return f"pool: {self.workers} worker process(es) on this machine, {self.threads} " \
