@@ -186,6 +186,18 @@ def test_significance_sentence_flips():
     assert "b (-10." in sentence and "2 comparisons, 0.1 false positives" in sentence
 
 
+@pytest.mark.parametrize(("shifts", "ending"), [  # noise drawn with rng 1
+    ({"a": -0.1, "b": 0.0}, "it stays significant after Holm's correction."),
+    ({"a": -0.1, "b": -0.1}, "all stay significant after Holm's correction."),
+    ({"a": -0.1, "b": -0.018, "c": 0.0}, "after Holm's correction only a stays significant."),
+    ({"a": -0.1, "b": -0.1, "c": -0.012, "d": 0.0},
+     "after Holm's correction only a, b stay significant."),
+])
+def test_the_holm_clause_agrees_with_its_subject(shifts, ending):
+    sentence = significance_sentence(summarize(grid({"control": 0.0, **shifts}, rng=1)))
+    assert sentence.endswith(ending), sentence
+
+
 def test_sentence_edge_cases():
     one_seed = summarize([run("control", 0, 0.8), run("a", 0, 0.9)])
     assert significance_sentence(one_seed).startswith("Too few seeds to test")

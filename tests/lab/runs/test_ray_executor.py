@@ -242,8 +242,12 @@ def test_a_search_trains_its_trials_side_by_side_and_confirms_on_ray(joined, tmp
 def test_ctrl_c_stops_every_ray_process_and_a_rerun_resumes(joined, tmp_path, long_reference):
     """SIGINT to the process group, as a terminal's Ctrl-C sends it, while runs train."""
     temp = Path(tempfile.mkdtemp(prefix="cdray", dir="/tmp"))  # this command's Ray lives here
-    out = tmp_path / "out"
-    env = {**os.environ, "RAY_TMPDIR": str(temp), "PYTHONPATH": os.pathsep.join(sys.path)}
+    out, home = tmp_path / "out", tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp), "HOME": str(home),
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_TMPDIR"):  # as a user's shell
+        env.pop(name, None)
     driver = subprocess.Popen(
         [sys.executable, "-m", "convdrop", "compare", *LONG_FLAGS, "--executor", "ray",
          "--quiet", "--out", str(out)], env=env, start_new_session=True,
@@ -262,6 +266,8 @@ def test_ctrl_c_stops_every_ray_process_and_a_rerun_resumes(joined, tmp_path, lo
                                                   "command): 1 node(s)")
         assert wait_until_gone(driver.pid) == []
         assert processes_mentioning(temp) == []
+        # its Ray's sessions, sockets and logs went with it, and no token was written
+        assert list(temp.iterdir()) == [] and list(home.iterdir()) == []
     finally:
         stop_session(driver.pid)
         shutil.rmtree(temp, ignore_errors=True)

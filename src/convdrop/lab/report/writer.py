@@ -147,10 +147,13 @@ def significance_sentence(summaries: Sequence[MethodSummary], alpha: float = ALP
 def _holm_clause(hits: Sequence[MethodSummary], alpha: float) -> str:
     kept = [s.method for s in hits if s.p_holm < alpha]
     if not kept:
-        return "none stays significant after Holm's correction"
+        return ("it does not" if len(hits) == 1 else "none") + \
+            " stay significant after Holm's correction"
     if len(kept) == len(hits):
-        return "all stay significant after Holm's correction"
-    return f"after Holm's correction only {', '.join(kept)} stay significant"
+        return ("it stays" if len(hits) == 1 else "all stay") + \
+            " significant after Holm's correction"
+    verb = "stays" if len(kept) == 1 else "stay"
+    return f"after Holm's correction only {', '.join(kept)} {verb} significant"
 
 
 def _link(path: Path) -> str:

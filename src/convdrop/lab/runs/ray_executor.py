@@ -7,7 +7,9 @@ from its last checkpoint and takes over the dead attempt's run-folder lock
 (:func:`convdrop.lab.runs.lock.hold`'s ``owner``: the same run of the same command).
 
 Without ``--ray-address`` :func:`connect` starts a local Ray listening on 127.0.0.1 only
-and stops it at the end; with one, it joins that cluster and leaves it running. ``--out``
+and stops it at the end, with its sessions and logs in a temporary folder removed after
+and its authentication token in its environment only, so nothing is left in ``/tmp/ray``
+or ``~/.ray``; with an address, it joins that cluster and leaves it running. ``--out``
 must be the same folder on every node (a shared filesystem): the driver writes a token
 there and each task reads it back before it trains (:mod:`convdrop.lab.runs.shared_out`).
 Progress comes from the runs' ``metrics.csv`` on that folder, so the bar needs no channel
@@ -23,11 +25,14 @@ import importlib
 import logging
 import math
 import os
+import secrets
+import shutil
 import socket
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -246,23 +251,43 @@ def connect(address: str | None, spec: ExperimentSpec, *, cpus_per_run: float | 
     :class:`RayExecutor`."""
     ray = import_ray(loopback=on_loopback(address))
     owned = not ray.is_initialized()
-    if owned:
-        _init(ray, address)
-    try:
+    with ExitStack() as stack:
+        if owned:
+            temp = stack.enter_context(_private_files()) if address is None else None
+            _init(ray, address, temp)
+            stack.callback(ray.shutdown)  # before its folder goes
         where = f"at {ray.get_runtime_context().gcs_address}" if address or not owned \
             else "(local, on 127.0.0.1, started for this command)"
         yield RayExecutor(ray, spec, where=where, cpus_per_run=cpus_per_run,
                           gpus_per_run=gpus_per_run, node_out=node_out)
+
+
+AUTH_MODE, AUTH_TOKEN = "RAY_AUTH_MODE", "RAY_AUTH_TOKEN"
+
+
+@contextmanager
+def _private_files() -> Iterator[str]:
+    """A temporary folder (under ``TMPDIR``, as Ray's own ``/tmp/ray``) for a local Ray's
+    sessions, sockets and logs, removed after; and, unless ``RAY_AUTH_MODE`` is set, a
+    fresh token in this process's environment (which the Ray it starts inherits), where
+    Ray would otherwise write one into ``~/.ray/auth_token``."""
+    temp = tempfile.mkdtemp(prefix="convdrop-ray-")
+    saved = {name: os.environ.get(name) for name in (AUTH_MODE, AUTH_TOKEN)}
+    if saved[AUTH_MODE] is None:
+        os.environ.update({AUTH_MODE: "token", AUTH_TOKEN: secrets.token_hex(32)})
+    try:
+        yield temp
     finally:
-        if owned:
-            ray.shutdown()
+        for name, value in saved.items():
+            os.environ.pop(name, None) if value is None else os.environ.update({name: value})
+        shutil.rmtree(temp, ignore_errors=True)
 
 
-def _init(ray: ModuleType, address: str | None) -> None:
+def _init(ray: ModuleType, address: str | None, temp: str | None = None) -> None:
     quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
     if address is None:
         ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",
-                 **quiet)
+                 _temp_dir=temp, **quiet)
         return
     try:
         ray.init(address=address, **quiet)
