@@ -105,7 +105,8 @@ def test_model_options_add_to_those_beneath(tmp_path):
     args = _parse(["train", "--out", "o", "--data", "synthetic", "--method", "dropout"])
     spec, method = train.train_spec(args)
     assert method == "dropout" and spec.model_options == {"width": 16}  # small-data default
-    assert spec.seeds == 1 and spec.workers == 1 and spec.data == "synthetic"
+    # one seed; the small-data default of two workers stays in the run key, as compare's
+    assert spec.seeds == 1 and spec.workers == 2 and spec.data == "synthetic"
 
 
 def test_executor_flags_and_what_they_fix():

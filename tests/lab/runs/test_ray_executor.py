@@ -246,7 +246,7 @@ def test_ctrl_c_stops_every_ray_process_and_a_rerun_resumes(joined, tmp_path, lo
     home.mkdir()
     env = {**os.environ, "TMPDIR": str(temp), "HOME": str(home),
            "PYTHONPATH": os.pathsep.join(sys.path)}
-    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_TMPDIR"):  # as a user's shell
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_TMPDIR"):
         env.pop(name, None)
     driver = subprocess.Popen(
         [sys.executable, "-m", "convdrop", "compare", *LONG_FLAGS, "--executor", "ray",

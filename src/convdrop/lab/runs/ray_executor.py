@@ -8,7 +8,7 @@ from its last checkpoint and takes over the dead attempt's run-folder lock
 
 Without ``--ray-address`` :func:`connect` starts a local Ray listening on 127.0.0.1 only
 and stops it at the end, with its sessions and logs in a temporary folder removed after
-and its authentication token in its environment only, so nothing is left in ``/tmp/ray``
+and its authentication token in the environment only, so nothing is left in ``/tmp/ray``
 or ``~/.ray``; with an address, it joins that cluster and leaves it running. ``--out``
 must be the same folder on every node (a shared filesystem): the driver writes a token
 there and each task reads it back before it trains (:mod:`convdrop.lab.runs.shared_out`).
@@ -262,24 +262,25 @@ def connect(address: str | None, spec: ExperimentSpec, *, cpus_per_run: float | 
                           gpus_per_run=gpus_per_run, node_out=node_out)
 
 
-AUTH_MODE, AUTH_TOKEN = "RAY_AUTH_MODE", "RAY_AUTH_TOKEN"
+AUTH_TOKEN, AUTH_TOKEN_PATH = "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"
 
 
 @contextmanager
 def _private_files() -> Iterator[str]:
     """A temporary folder (under ``TMPDIR``, as Ray's own ``/tmp/ray``) for a local Ray's
-    sessions, sockets and logs, removed after; and, unless ``RAY_AUTH_MODE`` is set, a
-    fresh token in this process's environment (which the Ray it starts inherits), where
-    Ray would otherwise write one into ``~/.ray/auth_token``."""
+    sessions, sockets and logs, removed after; and, unless the user gave one, a fresh
+    token in this process's environment (which the Ray it starts inherits): a local Ray
+    turns token authentication on and would otherwise write one into
+    ``~/.ray/auth_token``."""
     temp = tempfile.mkdtemp(prefix="convdrop-ray-")
-    saved = {name: os.environ.get(name) for name in (AUTH_MODE, AUTH_TOKEN)}
-    if saved[AUTH_MODE] is None:
-        os.environ.update({AUTH_MODE: "token", AUTH_TOKEN: secrets.token_hex(32)})
+    given = AUTH_TOKEN in os.environ or AUTH_TOKEN_PATH in os.environ
+    if not given:
+        os.environ[AUTH_TOKEN] = secrets.token_hex(32)
     try:
         yield temp
     finally:
-        for name, value in saved.items():
-            os.environ.pop(name, None) if value is None else os.environ.update({name: value})
+        if not given:
+            os.environ.pop(AUTH_TOKEN, None)
         shutil.rmtree(temp, ignore_errors=True)
 
 
