@@ -128,9 +128,10 @@ def _room(study: optuna.Study, target: int) -> bool:
 
 
 def _trials(opened: Opened, say: Callable[[str], None]) -> None:
-    """Add trials until the study holds ``--trials`` finished (complete or pruned) ones,
-    up to ``executor.slots`` at a time; this process stops early once ``--trials`` of its
-    own trials failed (a setting that diverges, a run folder another process holds)."""
+    """Add trials until the study holds ``--trials`` finished (complete or pruned) or
+    running ones, up to ``executor.slots`` at a time, so it ends with ``--trials`` finished;
+    this process stops early once ``--trials`` of its own trials failed (a setting that
+    diverges, a run folder another process holds)."""
     search, study = opened.search, opened.study
     target, failed = search.settings.trials, [0]
 
