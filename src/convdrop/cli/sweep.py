@@ -103,9 +103,9 @@ def run(args: argparse.Namespace) -> int:
                             max_runs=args.max_runs)
     spec = sweep.spec
     out = Path(args.out) if args.out else Path("results") / f"sweep-{spec.name}"
-    executor_name = chosen(where, spec, workers_flag=args.workers)
+    chosen(where, spec, workers_flag=args.workers)  # the executor flags checked, one line each
     if search is not None:
-        return _run_search(args, sweep, out, search, where, executor_name)
+        return _run_search(args, sweep, out, search, where)
     notes = preflight(spec, out, range(spec.seeds))  # device, data, models, runs in --out
     console = Console(width=None if sys.stdout.isatty() else 120)
     with open_executor(where, spec) as executor:
@@ -152,7 +152,7 @@ def _search_settings(args: argparse.Namespace) -> SearchSettings | None:
 
 
 def _run_search(args: argparse.Namespace, sweep: Sweep, out: Path, settings: SearchSettings,
-                where: ExecutorSettings, executor_name: str) -> int:
+                where: ExecutorSettings) -> int:
     """``--search optuna``: every check (the storage reached) before anything is printed;
     trials and confirmation run on the chosen executor."""
     import optuna  # the optuna extra, checked by _search_settings
@@ -184,7 +184,7 @@ def _run_search(args: argparse.Namespace, sweep: Sweep, out: Path, settings: Sea
     then = (f"then the best {settings.confirm} and the control over {spec.seeds} fresh seeds"
             if settings.confirm else "no confirmation (--confirm 0)")
     with open_executor(where, spec) as executor:
-        if executor_name == "ray":  # the cluster first: what the trials will share
+        if executor.name == "ray":  # the cluster first: what the trials will share
             say(executor.describe())
         say(f"convdrop sweep --search optuna {spec.name}: {sweep.settings.method}, trials "
             f"until the study holds {settings.trials} ({settings.sampler}, pruner "

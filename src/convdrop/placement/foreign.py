@@ -114,12 +114,23 @@ def set_rate(module: nn.Module, p: float) -> None:
     setattr(module, info.rate, v.check_p(p))
 
 
-def _timm_cover(side: int, block: int) -> np.ndarray:
+def _cover(side: int, block: int) -> np.ndarray:
     """Per position: how many seed positions' blocks cover it, seeds anywhere on the side
-    (timm's max-pool with padding ``block // 2``, cropped by one for even blocks)."""
+    (a max-pool with padding ``block // 2``, cropped by one for even blocks, as timm and
+    the ``dropblock`` package draw)."""
     u = np.arange(side)
     low = u - (block - 1) // 2
     return np.minimum(low + block - 1, side - 1) - np.maximum(low, 0) + 1
+
+
+def _seeds_anywhere(spatial: Sequence[int], blocks: Sequence[int], gamma: float) -> float:
+    """Expected dropped fraction of a map when each position seeds a block with
+    probability ``gamma``, anywhere on the map: a unit survives only if no seed covers it."""
+    if gamma >= 1.0:
+        return 1.0
+    cover = functools.reduce(np.multiply.outer, [_cover(side, k)
+                                                for side, k in zip(spatial, blocks)])
+    return float(1.0 - np.exp(cover * math.log1p(-gamma)).mean())
 
 
 def _timm_dropblock(module: nn.Module, spatial: tuple[int, ...], p: float) -> float:
@@ -129,20 +140,13 @@ def _timm_dropblock(module: nn.Module, spatial: tuple[int, ...], p: float) -> fl
     kh, kw = min(k, h), min(k, w)
     gamma = float(getattr(module, "gamma_scale", 1.0)) * p * h * w / (kh * kw) \
         / ((h - kh + 1) * (w - kw + 1))
-    if gamma >= 1.0:
-        return 1.0
-    cover = np.multiply.outer(_timm_cover(h, kh), _timm_cover(w, kw))
-    return float(1.0 - np.exp(cover * math.log1p(-gamma)).mean())
+    return _seeds_anywhere(spatial, (kh, kw), gamma)
 
 
 def _package_dropblock(module: nn.Module, spatial: tuple[int, ...], p: float) -> float:
     """The ``dropblock`` package: seeds at ``p / k**d`` anywhere, blocks never clipped."""
     k = int(module.block_size)
-    gamma = p / k ** len(spatial)
-    if gamma >= 1.0:
-        return 1.0
-    cover = functools.reduce(np.multiply.outer, [_timm_cover(side, k) for side in spatial])
-    return float(1.0 - np.exp(cover * math.log1p(-gamma)).mean())
+    return _seeds_anywhere(spatial, (k,) * len(spatial), p / k ** len(spatial))
 
 
 def expected_fraction(module: nn.Module, shape: Sequence[int]) -> float:

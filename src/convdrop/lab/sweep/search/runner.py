@@ -166,7 +166,7 @@ def _trials(opened: Opened, say: Callable[[str], None]) -> None:
     def more() -> bool:
         return failed[0] < target and _room(study, target)
 
-    if search.executor.slots == 1:
+    if search.executor.slots == 1:  # in this thread: Ctrl-C reaches a local run directly
         while more():
             one(threading.Event())
         return
